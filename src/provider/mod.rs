@@ -1,0 +1,1 @@
+//! The provider seam: where cloud (or local VM) resources are created and removed.
