@@ -1,1 +1,46 @@
-fn main(){}
+//! The dbctl binary: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dbctl::cli::{Cli, Output};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.output == Output::Json;
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "dbctl=debug,info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DBCTL_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(dbctl::error::exit::INTERNAL);
+        }
+    };
+    match runtime.block_on(dbctl::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e.to_json()).expect("error serializes")
+                );
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

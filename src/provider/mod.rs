@@ -1,1 +1,74 @@
-//! The provider seam: where cloud (or local VM) resources are created and removed.
+//! The provider seam: binds each step of the flow to an implementation for one provider.
+//!
+//! A provider turns the flow's [`Action`]s into real work (cloud API calls, QEMU processes,
+//! SSH). The flow and the saga engine are shared; only binding differs. `local` (QEMU VMs) and
+//! `aws` (EC2) are the product's providers; `testbed` exists only in builds with the `testbed`
+//! feature, for driving the real binary through crash and rollback tests.
+
+#[cfg(feature = "testbed")]
+pub mod testbed;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::flow::Action;
+use crate::saga::Step;
+use crate::scheduler::ZoneInfo;
+use crate::spec::{InstanceSpec, ValidationError};
+
+/// Every provider name this build accepts.
+#[cfg(not(feature = "testbed"))]
+pub const NAMES: &[&str] = &["local", "aws"];
+#[cfg(feature = "testbed")]
+pub const NAMES: &[&str] = &["local", "aws", "testbed"];
+
+/// What a run's steps are bound against.
+pub struct RunInfo<'a> {
+    pub run_id: &'a str,
+    pub instance_id: &'a str,
+    pub spec: &'a InstanceSpec,
+}
+
+/// One provider's implementations of the flow's actions.
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Zones offered in `region`, with capacity where the provider knows it.
+    fn zones(&self, region: &str) -> Vec<ZoneInfo>;
+
+    /// The implementation of one step.
+    fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step>;
+}
+
+/// Why a provider cannot run here.
+pub fn unavailable(provider: &str) -> ValidationError {
+    ValidationError::new(
+        "provider",
+        format!(
+            "{provider}: provisioning is not implemented in this build yet (use `dbctl plan` to see what it would do)"
+        ),
+    )
+}
+
+/// Zones a provider offers according to the config, for planning without touching it.
+pub fn configured_zones(config: &Config, provider: &str, region: &str) -> Vec<String> {
+    match provider {
+        "aws" if config.aws.zones.is_empty() => ["a", "b", "c"]
+            .iter()
+            .map(|s| format!("{region}{s}"))
+            .collect(),
+        "aws" => config.aws.zones.clone(),
+        #[cfg(feature = "testbed")]
+        "testbed" => testbed::ZONES.iter().map(|s| s.to_string()).collect(),
+        _ => config.local.zones.clone(),
+    }
+}
+
+/// The provider that executes runs for `name`, or why there is none in this build.
+pub fn connect(name: &str, _config: &Config) -> Result<Box<dyn Provider>, ValidationError> {
+    match name {
+        #[cfg(feature = "testbed")]
+        "testbed" => Ok(Box::new(testbed::Testbed::from_env()?)),
+        other => Err(unavailable(other)),
+    }
+}

@@ -1,0 +1,82 @@
+//! `dbctl status NAME|RUN`: an instance with its latest run, or one run, with steps and
+//! resources.
+
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{RunView, emit, render_run, table};
+use crate::error::CliError;
+use crate::journal::{InstanceRow, ResourceRow};
+use crate::operations::{self, App};
+
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "Examples:\n  dbctl status orders\n  dbctl status run-3f9a0c1b2d --output json"
+)]
+pub struct StatusArgs {
+    /// Instance name or run id (run-…)
+    pub target: String,
+
+    /// Project of the instance [default: from config]
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    instance: InstanceRow,
+    #[serde(flatten)]
+    run: RunView,
+    resources: Vec<ResourceRow>,
+}
+
+pub fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
+    let journal = app.journal_for(&args.target)?;
+    let run = if args.target.starts_with("run-") {
+        operations::find_run(&journal, &args.target)?
+    } else {
+        let project = args
+            .project
+            .unwrap_or_else(|| app.config.defaults.project.clone());
+        let instance = operations::find_instance(&journal, &project, &args.target)?;
+        operations::latest_create_run(&journal, &instance)?
+    };
+    let instance = journal
+        .instance(&run.instance_id)?
+        .ok_or_else(|| anyhow::anyhow!("run {} names a missing instance", run.id))?;
+    let view = StatusView {
+        resources: journal.resources(&run.id)?,
+        run: RunView {
+            steps: journal.steps(&run.id)?,
+            run,
+        },
+        instance,
+    };
+    emit(app, &view, || {
+        let i = &view.instance;
+        let mut out = format!(
+            "instance {}/{} ({})  {}  provider {} region {}  {} node(s)\n",
+            i.project, i.name, i.id, i.state, i.provider, i.region, i.nodes
+        );
+        out += &render_run(&view.run);
+        let rows: Vec<Vec<String>> = view
+            .resources
+            .iter()
+            .map(|r| {
+                vec![
+                    r.kind.clone(),
+                    r.name.clone(),
+                    r.state.to_string(),
+                    r.provider_id.clone().unwrap_or_default(),
+                    r.zone.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            out += "\n";
+            out += &table(&["RESOURCE", "NAME", "STATE", "ID", "ZONE"], &rows);
+        }
+        out
+    });
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The user's config file (`$XDG_CONFIG_HOME/dbctl/config.toml`): defaults, quotas, retry
+//! policy and provider settings. Every section is optional; unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::saga::RetryPolicy;
+use crate::spec::ValidationError;
+use crate::spec::validate::Defaults;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub defaults: DefaultsSection,
+    pub retry: RetryPolicy,
+    pub quotas: Quotas,
+    pub local: LocalSection,
+    pub aws: AwsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsSection {
+    pub project: String,
+    pub provider: String,
+}
+
+impl Default for DefaultsSection {
+    fn default() -> Self {
+        DefaultsSection {
+            project: "default".into(),
+            provider: "local".into(),
+        }
+    }
+}
+
+/// Limits on what one project's live instances may hold (summed over all nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    pub instances: u32,
+    pub vcpus: u32,
+    pub disk_gib: u32,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            instances: 20,
+            vcpus: 64,
+            disk_gib: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quotas {
+    /// Applies to every project without an entry in `projects`.
+    pub default: Quota,
+    pub projects: BTreeMap<String, Quota>,
+}
+
+impl Quotas {
+    pub fn for_project(&self, project: &str) -> Quota {
+        self.projects.get(project).copied().unwrap_or(self.default)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSection {
+    pub region: String,
+    /// Zones are labels the scheduler spreads nodes over (each its own subnet).
+    pub zones: Vec<String>,
+}
+
+impl Default for LocalSection {
+    fn default() -> Self {
+        LocalSection {
+            region: "local".into(),
+            zones: vec!["zone-a".into(), "zone-b".into(), "zone-c".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    /// Zones to consider; when empty, `<region>a`, `<region>b`, `<region>c` are planned.
+    pub zones: Vec<String>,
+}
+
+impl Config {
+    /// Loads the config; a missing file at the default location means "all defaults", a
+    /// missing file named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ValidationError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(ValidationError::new(
+                    "config",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        };
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().lines().next().unwrap_or("invalid TOML");
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            ValidationError::new("config", format!("{}: {msg}{at}", path.display()))
+        })
+    }
+
+    /// Defaults and the provider list that spec validation needs.
+    pub fn spec_defaults(&self) -> Defaults {
+        let mut regions = BTreeMap::new();
+        regions.insert("local".to_string(), self.local.region.clone());
+        if let Some(r) = self
+            .aws
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+        {
+            regions.insert("aws".to_string(), r);
+        }
+        #[cfg(feature = "testbed")]
+        regions.insert("testbed".to_string(), "testbed".to_string());
+        Defaults {
+            project: self.defaults.project.clone(),
+            provider: self.defaults.provider.clone(),
+            providers: crate::provider::NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            regions,
+        }
+    }
+}
+
+/// `$XDG_CONFIG_HOME/dbctl/config.toml`, falling back to `~/.config`.
+pub fn default_config_path() -> PathBuf {
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("dbctl/config.toml")
+}
+
+/// `$XDG_STATE_HOME/dbctl/journal.db`, falling back to `~/.local/state`.
+pub fn default_journal_path() -> PathBuf {
+    xdg_dir("XDG_STATE_HOME", ".local/state").join("dbctl/journal.db")
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Runs: one execution of an operation (create, destroy) on an instance, and its steps.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::steps::{self, NewStep};
+use super::{Journal, Result, now_ms};
+
+text_enum!(
+    /// Where a run stands. `Failed` means "failed and kept as is" (`--on-failure keep`).
+    RunState {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Interrupted => "interrupted",
+        RollingBack => "rolling_back",
+        RolledBack => "rolled_back",
+        RollbackFailed => "rollback_failed",
+    }
+);
+
+impl RunState {
+    /// A run that `resume` can carry forward.
+    pub fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            RunState::Pending | RunState::Running | RunState::Failed | RunState::Interrupted
+        )
+    }
+
+    /// A run whose rollback was started (and must be finished, not resumed forward).
+    pub fn is_rolling_back(self) -> bool {
+        matches!(self, RunState::RollingBack | RunState::RollbackFailed)
+    }
+}
+
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub instance_id: &'a str,
+    pub operation: &'a str,
+    pub idempotency_key: &'a str,
+    pub spec_hash: &'a str,
+    pub spec_json: &'a str,
+    pub placement_json: &'a str,
+    pub on_failure: &'a str,
+    pub steps: &'a [NewStep],
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub instance_id: String,
+    pub operation: String,
+    pub state: RunState,
+    pub idempotency_key: String,
+    pub spec_hash: String,
+    #[serde(skip)]
+    pub spec_json: String,
+    #[serde(skip)]
+    pub placement_json: String,
+    pub on_failure: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, instance_id, operation, state, idempotency_key, spec_hash, spec, \
+                       placement, on_failure, error, created_at, updated_at, finished_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        instance_id: r.get(1)?,
+        operation: r.get(2)?,
+        state: r.get(3)?,
+        idempotency_key: r.get(4)?,
+        spec_hash: r.get(5)?,
+        spec_json: r.get(6)?,
+        placement_json: r.get(7)?,
+        on_failure: r.get(8)?,
+        error: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        finished_at: r.get(12)?,
+    })
+}
+
+/// Inserts a run and all its steps (state `pending`); part of the caller's transaction.
+pub fn insert(conn: &Connection, run: &NewRun<'_>) -> Result<()> {
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO runs (id, instance_id, operation, state, idempotency_key, spec_hash, spec,
+                           placement, on_failure, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        params![
+            run.id,
+            run.instance_id,
+            run.operation,
+            RunState::Pending,
+            run.idempotency_key,
+            run.spec_hash,
+            run.spec_json,
+            run.placement_json,
+            run.on_failure,
+            now
+        ],
+    )?;
+    for (position, step) in run.steps.iter().enumerate() {
+        steps::insert(conn, run.id, position, step)?;
+    }
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<RunRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The newest run that used this idempotency key.
+pub fn by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<RunRow>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM runs WHERE idempotency_key = ?1
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ),
+            [key],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn set_state(conn: &Connection, id: &str, state: RunState, error: Option<&str>) -> Result<()> {
+    let now = now_ms();
+    let finished = matches!(
+        state,
+        RunState::Succeeded | RunState::Failed | RunState::RolledBack | RunState::RollbackFailed
+    )
+    .then_some(now);
+    conn.execute(
+        "UPDATE runs SET state = ?2, error = ?3, updated_at = ?4, finished_at = ?5 WHERE id = ?1",
+        params![id, state, error, now, finished],
+    )?;
+    Ok(())
+}
+
+/// Placements (JSON) of the create runs of live instances of one provider and region: where
+/// existing nodes are, for the scheduler's spread.
+pub fn live_placements(conn: &Connection, provider: &str, region: &str) -> Result<Vec<String>> {
+    let mut st = conn.prepare(
+        "SELECT r.placement FROM runs r JOIN instances i ON r.instance_id = i.id
+         WHERE i.state <> 'destroyed' AND i.provider = ?1 AND i.region = ?2
+           AND r.operation = 'create' AND r.state <> 'rolled_back'",
+    )?;
+    let rows = st
+        .query_map(params![provider, region], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+impl Journal {
+    pub fn live_placements(&self, provider: &str, region: &str) -> Result<Vec<String>> {
+        self.read(|c| live_placements(c, provider, region))
+    }
+
+    pub fn run(&self, id: &str) -> Result<Option<RunRow>> {
+        self.read(|c| get(c, id))
+    }
+
+    /// Runs of one instance, newest first.
+    pub fn runs_of_instance(&self, instance_id: &str) -> Result<Vec<RunRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM runs WHERE instance_id = ?1 ORDER BY created_at DESC, rowid DESC"
+            ))?;
+            let rows = st
+                .query_map([instance_id], from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn set_run_state(&self, id: &str, state: RunState, error: Option<&str>) -> Result<()> {
+        self.write(|tx| set_state(tx, id, state, error))
+    }
+}

@@ -1,0 +1,130 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Migrations are append-only: never edit a shipped one, add the next.
+
+use rusqlite::Connection;
+
+use super::{JournalError, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE instances (
+        id          TEXT PRIMARY KEY,
+        project     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        region      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        vcpus       INTEGER NOT NULL,
+        memory_gib  INTEGER NOT NULL,
+        disk_gib    INTEGER NOT NULL,
+        nodes       INTEGER NOT NULL,
+        expires_at  INTEGER,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    -- One live instance per (project, name); destroyed ones keep their history.
+    CREATE UNIQUE INDEX instances_live_name ON instances(project, name) WHERE state <> 'destroyed';
+
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        instance_id      TEXT NOT NULL REFERENCES instances(id),
+        operation        TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        idempotency_key  TEXT NOT NULL,
+        spec_hash        TEXT NOT NULL,
+        spec             TEXT NOT NULL,
+        placement        TEXT NOT NULL,
+        on_failure       TEXT NOT NULL,
+        error            TEXT,
+        lease_token      TEXT,
+        lease_pid        INTEGER,
+        lease_host       TEXT,
+        lease_expires_at INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        finished_at      INTEGER
+    );
+    CREATE INDEX runs_idempotency_key ON runs(idempotency_key);
+    CREATE INDEX runs_instance ON runs(instance_id);
+
+    CREATE TABLE steps (
+        run_id            TEXT NOT NULL REFERENCES runs(id),
+        name              TEXT NOT NULL,
+        position          INTEGER NOT NULL,
+        stage             TEXT NOT NULL,
+        action            TEXT NOT NULL,
+        deps              TEXT NOT NULL,
+        state             TEXT NOT NULL,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        rollback_attempts INTEGER NOT NULL DEFAULT 0,
+        generation        INTEGER NOT NULL DEFAULT 0,
+        client_token      TEXT,
+        outputs           TEXT,
+        error             TEXT,
+        started_at        INTEGER,
+        finished_at       INTEGER,
+        PRIMARY KEY (run_id, name)
+    );
+
+    CREATE TABLE resources (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES runs(id),
+        step        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        provider_id TEXT,
+        region      TEXT,
+        zone        TEXT,
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        UNIQUE (run_id, step, kind, name)
+    );
+
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        run_id  TEXT NOT NULL REFERENCES runs(id),
+        ts      INTEGER NOT NULL,
+        level   TEXT NOT NULL,
+        step    TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run_id, id);
+    "#,
+];
+
+/// Brings the schema up to date, each migration in its own transaction.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > known {
+        return Err(JournalError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        // IMMEDIATE so two processes opening a fresh journal at once do not both migrate.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if applied >= version {
+            conn.execute_batch("COMMIT")?;
+            continue;
+        }
+        let res = conn
+            .execute_batch(sql)
+            .and_then(|_| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
+        match res {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

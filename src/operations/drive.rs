@@ -1,0 +1,232 @@
+//! Driving a run under its lease: forward to success, or back to nothing.
+//!
+//! These functions own the run's and instance's state transitions; the saga engine owns the
+//! steps'. A Ctrl-C or a lost lease stops the run where it is (steps in flight stay `running`
+//! in the journal, exactly like a crash) and `dbctl resume` picks it up.
+
+use std::sync::Arc;
+
+use crate::error::CliError;
+use crate::flow::Action;
+use crate::journal::{InstanceState, Journal, RunRow, RunState};
+use crate::provider::{self, RunInfo};
+use crate::saga::{BoundStep, FaultPlan, Outcome, Reporter, RollbackOutcome, Saga};
+use crate::spec::{InstanceSpec, ValidationError};
+
+use super::App;
+use super::lease_keeper::LeaseKeeper;
+
+/// Binds the run's journaled steps to the provider's implementations.
+fn saga_for(
+    app: &App,
+    journal: &Arc<Journal>,
+    run: &RunRow,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Saga, CliError> {
+    let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
+        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
+    let provider = provider::connect(&spec.provider, &app.config)?;
+    let info = RunInfo {
+        run_id: &run.id,
+        instance_id: &run.instance_id,
+        spec: &spec,
+    };
+    let mut bound = Vec::new();
+    for row in journal.steps(&run.id)? {
+        let action: Action = serde_json::from_str(&row.action_json).map_err(|e| {
+            anyhow::anyhow!("run {} step {}: unreadable action: {e}", run.id, row.name)
+        })?;
+        bound.push(BoundStep {
+            imp: provider.bind(&info, &row.name, &action),
+            name: row.name,
+            deps: row.deps,
+        });
+    }
+    let faults = FaultPlan::from_env().map_err(|e| ValidationError::new("DBCTL_FAULTS", e))?;
+    Ok(Saga::new(
+        journal.clone(),
+        &run.id,
+        bound,
+        faults,
+        app.config.retry,
+        reporter,
+    )?)
+}
+
+enum Stopped {
+    Interrupted,
+    LeaseLost,
+}
+
+/// Awaits `fut` unless Ctrl-C arrives or the lease is lost first.
+async fn unless_stopped<T>(
+    keeper: &mut LeaseKeeper,
+    fut: impl Future<Output = T>,
+) -> Result<T, Stopped> {
+    tokio::select! {
+        out = fut => Ok(out),
+        _ = tokio::signal::ctrl_c() => Err(Stopped::Interrupted),
+        _ = keeper.lost() => Err(Stopped::LeaseLost),
+    }
+}
+
+fn stopped(
+    journal: &Journal,
+    run_id: &str,
+    keeper: LeaseKeeper,
+    why: Stopped,
+    rolling_back: bool,
+) -> CliError {
+    let msg = match why {
+        Stopped::Interrupted => "interrupted by the user",
+        Stopped::LeaseLost => "lease lost to another process",
+    };
+    let _ = journal.event(run_id, "warn", None, msg);
+    if !rolling_back {
+        let _ = journal.set_run_state(run_id, RunState::Interrupted, Some(msg));
+    }
+    if matches!(why, Stopped::Interrupted) {
+        keeper.release();
+    }
+    CliError::Interrupted {
+        run: run_id.to_string(),
+    }
+}
+
+/// Runs a run forward from wherever the journal says it is. On failure it rolls back (or keeps
+/// everything when the run says `on_failure = keep`).
+pub async fn drive_forward(
+    app: &App,
+    journal: Arc<Journal>,
+    run_id: &str,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunRow, CliError> {
+    let run = super::find_run(&journal, run_id)?;
+    let saga = saga_for(app, &journal, &run, reporter)?;
+    let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
+    journal.write(|tx| {
+        crate::journal::runs::set_state(tx, run_id, RunState::Running, None)?;
+        crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Creating)
+    })?;
+    saga.log()
+        .message("info", &format!("run {run_id}: executing"));
+    let outcome = match unless_stopped(&mut keeper, saga.forward()).await {
+        Ok(o) => o?,
+        Err(why) => return Err(stopped(&journal, run_id, keeper, why, false)),
+    };
+    match outcome {
+        Outcome::Succeeded => {
+            journal.write(|tx| {
+                crate::journal::runs::set_state(tx, run_id, RunState::Succeeded, None)?;
+                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Running)
+            })?;
+            saga.log()
+                .message("info", &format!("run {run_id}: succeeded"));
+            keeper.release();
+            Ok(super::find_run(&journal, run_id)?)
+        }
+        Outcome::Failed { step, error } if run.on_failure == "keep" => {
+            journal.write(|tx| {
+                crate::journal::runs::set_state(
+                    tx,
+                    run_id,
+                    RunState::Failed,
+                    Some(&format!("{step}: {error}")),
+                )?;
+                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Failed)
+            })?;
+            saga.log().message(
+                "error",
+                &format!("run {run_id}: failed at {step}; keeping resources"),
+            );
+            keeper.release();
+            Err(CliError::Kept {
+                run: run_id.into(),
+                step,
+                error,
+            })
+        }
+        Outcome::Failed { step, error } => {
+            saga.log().message(
+                "error",
+                &format!("run {run_id}: failed at {step}; rolling back"),
+            );
+            let cause = format!("{step}: {error}");
+            roll_back(&journal, &run, &saga, keeper, &cause).await?;
+            Err(CliError::RolledBack {
+                run: run_id.into(),
+                step,
+                error,
+            })
+        }
+    }
+}
+
+/// Undoes a run (any state but rolled back), e.g. `dbctl rollback` or `dbctl destroy`.
+pub async fn drive_rollback(
+    app: &App,
+    journal: Arc<Journal>,
+    run_id: &str,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunRow, CliError> {
+    let run = super::find_run(&journal, run_id)?;
+    if run.state == RunState::RolledBack {
+        return Ok(run);
+    }
+    let saga = saga_for(app, &journal, &run, reporter)?;
+    let keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
+    let cause = run
+        .error
+        .clone()
+        .unwrap_or_else(|| "rollback requested".into());
+    roll_back(&journal, &run, &saga, keeper, &cause).await?;
+    Ok(super::find_run(&journal, run_id)?)
+}
+
+async fn roll_back(
+    journal: &Arc<Journal>,
+    run: &RunRow,
+    saga: &Saga,
+    mut keeper: LeaseKeeper,
+    cause: &str,
+) -> Result<(), CliError> {
+    let run_id = run.id.as_str();
+    journal.write(|tx| {
+        crate::journal::runs::set_state(tx, run_id, RunState::RollingBack, Some(cause))?;
+        crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Destroying)
+    })?;
+    let outcome = match unless_stopped(&mut keeper, saga.rollback()).await {
+        Ok(o) => o?,
+        Err(why) => return Err(stopped(journal, run_id, keeper, why, true)),
+    };
+    let result = match outcome {
+        RollbackOutcome::RolledBack => {
+            journal.write(|tx| {
+                crate::journal::runs::set_state(tx, run_id, RunState::RolledBack, Some(cause))?;
+                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Destroyed)
+            })?;
+            saga.log()
+                .message("info", &format!("run {run_id}: rolled back"));
+            Ok(())
+        }
+        RollbackOutcome::Failed { steps } => {
+            let list = steps
+                .iter()
+                .map(|(s, e)| format!("{s} ({e})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            journal.write(|tx| {
+                crate::journal::runs::set_state(tx, run_id, RunState::RollbackFailed, Some(&list))?;
+                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Failed)
+            })?;
+            saga.log()
+                .message("error", &format!("run {run_id}: rollback failed"));
+            Err(CliError::RollbackFailed {
+                run: run_id.into(),
+                steps: list,
+            })
+        }
+    };
+    keeper.release();
+    result
+}

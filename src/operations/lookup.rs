@@ -1,0 +1,35 @@
+//! Finding runs and instances by what users type.
+
+use crate::error::CliError;
+use crate::journal::{InstanceRow, Journal, RunRow};
+
+pub fn find_run(journal: &Journal, run_id: &str) -> Result<RunRow, CliError> {
+    journal.run(run_id)?.ok_or_else(|| {
+        CliError::NotFound(format!(
+            "run {run_id} not found in {}",
+            journal.path().display()
+        ))
+    })
+}
+
+/// The live instance `name` in `project`.
+pub fn find_instance(
+    journal: &Journal,
+    project: &str,
+    name: &str,
+) -> Result<InstanceRow, CliError> {
+    journal.live_instance(project, name)?.ok_or_else(|| {
+        CliError::NotFound(format!(
+            "instance {name:?} not found in project {project:?}"
+        ))
+    })
+}
+
+/// The create run of an instance (the one whose rollback destroys it).
+pub fn latest_create_run(journal: &Journal, instance: &InstanceRow) -> Result<RunRow, CliError> {
+    journal
+        .runs_of_instance(&instance.id)?
+        .into_iter()
+        .find(|r| r.operation == "create")
+        .ok_or_else(|| CliError::NotFound(format!("instance {} has no create run", instance.name)))
+}

@@ -1,0 +1,53 @@
+//! What each command does, apart from argument parsing and printing (the `cli` module).
+
+pub mod admit;
+mod drive;
+mod lease_keeper;
+mod lookup;
+mod placement;
+
+pub use admit::{Admission, admit};
+pub use drive::{drive_forward, drive_rollback};
+pub use lookup::{find_instance, find_run, latest_create_run};
+pub use placement::place;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::CliError;
+use crate::journal::Journal;
+
+/// What every command gets: where the journal is, the loaded config, how to print.
+pub struct App {
+    pub journal_path: PathBuf,
+    pub config: Config,
+    pub json: bool,
+}
+
+impl App {
+    /// Opens the journal, creating it if needed (commands that write).
+    pub fn journal(&self) -> Result<Arc<Journal>, CliError> {
+        Ok(Arc::new(Journal::open(&self.journal_path)?))
+    }
+
+    /// Opens the journal only if it exists (commands that only read never create one).
+    pub fn existing_journal(&self) -> Result<Option<Arc<Journal>>, CliError> {
+        Ok(Journal::open_existing(&self.journal_path)?.map(Arc::new))
+    }
+
+    /// Like [`App::existing_journal`], but a missing journal means the run cannot exist.
+    pub fn journal_for(&self, what: &str) -> Result<Arc<Journal>, CliError> {
+        self.existing_journal()?.ok_or_else(|| {
+            CliError::NotFound(format!(
+                "{what} not found (no journal at {})",
+                self.journal_path.display()
+            ))
+        })
+    }
+}
+
+/// A short random id with a prefix: `run-3f9a0c1b2d`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 5]>()))
+}

@@ -1,0 +1,148 @@
+//! Fault injection in the real binary, for crash and retry tests.
+//!
+//! `DBCTL_FAULTS` holds `;`-separated rules `STEP@POINT=ACTION[*N]`:
+//! - POINT: `before` (intent journaled, before the side effect), `after` (side effect done,
+//!   before its outputs are journaled), `undo-before`, `undo-after` (the same for rollback).
+//! - ACTION: `crash` (SIGKILL to ourselves: no cleanup, no journal write, like `kill -9`),
+//!   `transient` or `permanent` (the step attempt fails with that kind of error).
+//! - `*N`: fire only on attempts 1..=N (attempts as counted in the journal); without it, every
+//!   attempt.
+//!
+//! Example: `DBCTL_FAULTS='provision.vm.primary@after=crash;setup.primary@before=transient*2'`.
+
+use super::StepError;
+
+pub const ENV: &str = "DBCTL_FAULTS";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    Before,
+    After,
+    UndoBefore,
+    UndoAfter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Crash,
+    Transient,
+    Permanent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    step: String,
+    point: FaultPoint,
+    action: Action,
+    up_to_attempt: Option<u32>,
+}
+
+/// The parsed rules; empty (and free) unless `DBCTL_FAULTS` is set.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    rules: Vec<Rule>,
+}
+
+impl FaultPlan {
+    pub fn from_env() -> Result<FaultPlan, String> {
+        match std::env::var(ENV) {
+            Ok(s) => FaultPlan::parse(&s),
+            Err(_) => Ok(FaultPlan::default()),
+        }
+    }
+
+    pub fn parse(spec: &str) -> Result<FaultPlan, String> {
+        let mut rules = Vec::new();
+        for raw in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+            let bad = |why: &str| format!("{ENV}: rule {raw:?}: {why}");
+            let (step, rest) = raw
+                .split_once('@')
+                .ok_or_else(|| bad("expected STEP@POINT=ACTION"))?;
+            let (point, action) = rest
+                .split_once('=')
+                .ok_or_else(|| bad("expected POINT=ACTION"))?;
+            let (action, count) = match action.split_once('*') {
+                Some((a, n)) => (
+                    a,
+                    Some(n.parse::<u32>().map_err(|_| bad("*N needs a number"))?),
+                ),
+                None => (action, None),
+            };
+            let point = match point {
+                "before" => FaultPoint::Before,
+                "after" => FaultPoint::After,
+                "undo-before" => FaultPoint::UndoBefore,
+                "undo-after" => FaultPoint::UndoAfter,
+                _ => return Err(bad("POINT is before, after, undo-before or undo-after")),
+            };
+            let action = match action {
+                "crash" => Action::Crash,
+                "transient" => Action::Transient,
+                "permanent" => Action::Permanent,
+                _ => return Err(bad("ACTION is crash, transient or permanent")),
+            };
+            rules.push(Rule {
+                step: step.to_string(),
+                point,
+                action,
+                up_to_attempt: count,
+            });
+        }
+        Ok(FaultPlan { rules })
+    }
+
+    /// Fires the matching rule, if any: crashes the process or returns the injected error.
+    pub fn fire(&self, step: &str, point: FaultPoint, attempt: u32) -> Result<(), StepError> {
+        let Some(rule) = self.rules.iter().find(|r| {
+            r.step == step && r.point == point && r.up_to_attempt.is_none_or(|n| attempt <= n)
+        }) else {
+            return Ok(());
+        };
+        let what = format!("injected fault at {step}@{point:?} (attempt {attempt})");
+        match rule.action {
+            Action::Crash => crash_now(&what),
+            Action::Transient => Err(StepError::Transient(what)),
+            Action::Permanent => Err(StepError::Permanent(what)),
+        }
+    }
+}
+
+/// Dies like `kill -9`: no destructors, no buffered journal writes, no lease release.
+fn crash_now(what: &str) -> ! {
+    eprintln!("dbctl: {what}: crashing (SIGKILL)");
+    // SAFETY: raising SIGKILL on ourselves; nothing after it runs.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_fires_by_attempt() {
+        let p = FaultPlan::parse("a.b@before=transient*2; c@undo-after=permanent").unwrap();
+        assert!(
+            p.fire("a.b", FaultPoint::Before, 1)
+                .unwrap_err()
+                .is_transient()
+        );
+        assert!(p.fire("a.b", FaultPoint::Before, 2).is_err());
+        assert!(p.fire("a.b", FaultPoint::Before, 3).is_ok());
+        assert!(p.fire("a.b", FaultPoint::After, 1).is_ok());
+        assert!(
+            !p.fire("c", FaultPoint::UndoAfter, 9)
+                .unwrap_err()
+                .is_transient()
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_rules() {
+        for bad in ["x", "x@later=crash", "x@before=explode", "x@before=crash*n"] {
+            assert!(FaultPlan::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

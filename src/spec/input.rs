@@ -1,0 +1,70 @@
+//! Raw request input (flags and/or a TOML file), before defaults and validation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::ValidationError;
+
+/// Every field optional: a TOML spec file and the command-line flags each fill some, flags win.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecInput {
+    pub project: Option<String>,
+    pub name: Option<String>,
+    pub engine: Option<String>,
+    pub version: Option<u32>,
+    pub size: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_gib: Option<u32>,
+    pub disk_gib: Option<u32>,
+    pub ha: Option<bool>,
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    pub zones: Option<Vec<String>>,
+    pub image: Option<String>,
+    pub database: Option<String>,
+    pub extensions: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Human duration: `90m`, `2h`, `7d`.
+    pub ttl: Option<String>,
+}
+
+impl SpecInput {
+    /// Reads a TOML spec file. Unknown keys are errors (a typo must not be silently ignored).
+    pub fn from_file(path: &Path) -> Result<SpecInput, ValidationError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ValidationError::new("file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans several lines (it quotes the input); keep the first.
+            let msg = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ValidationError::new("file", format!("{}: {msg}{at}", path.display()))
+        })
+    }
+
+    /// `self` with every field that `over` sets replaced by `over`'s value.
+    pub fn overlay(self, over: SpecInput) -> SpecInput {
+        macro_rules! pick {
+            ($($f:ident),*) => { SpecInput { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            project, name, engine, version, size, cpus, memory_gib, disk_gib, ha, provider, region,
+            zones, image, database, extensions, users, tags, ttl
+        )
+    }
+}
