@@ -78,7 +78,7 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
                 run.id
             );
             let steps = journal.steps(&run.id)?;
-            let view = RunView { run, steps };
+            let view = RunView { run: *run, steps };
             emit(app, &view, || render_run(&view));
             return Ok(());
         }

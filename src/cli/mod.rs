@@ -20,7 +20,10 @@ use crate::config::{Config, default_config_path, default_journal_path};
 use crate::error::CliError;
 use crate::operations::App;
 
-const EXIT_CODES: &str = "\
+/// A macro so the text can be `concat!`-ed into both help variants.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0    success
   1    internal error (bug, journal unreadable)
@@ -31,7 +34,9 @@ Exit codes:
   6    rollback failed: resources may remain; fix the cause and roll back again
   7    the run is leased by another live dbctl process
   8    run or instance not found
-  130  interrupted (Ctrl-C): continue with `dbctl resume RUN`";
+  130  interrupted (Ctrl-C): continue with `dbctl resume RUN`"
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,7 +48,7 @@ Exit codes:
         register) as a saga on your machine. Every step is journaled in a local SQLite file \
         before it touches anything, so a run that died half-way can be resumed \
         (`dbctl resume RUN`) or removed completely (`dbctl rollback RUN`).",
-    after_help = EXIT_CODES,
+    after_help = exit_codes!(),
     after_long_help = concat!(
         "Examples:\n",
         "  dbctl create orders --engine postgres --size medium --disk-gib 50\n",
@@ -52,6 +57,7 @@ Exit codes:
         "  dbctl status orders\n",
         "  dbctl resume run-3f9a0c1b2d\n",
         "  dbctl destroy orders\n\n",
+        exit_codes!()
     )
 )]
 pub struct Cli {

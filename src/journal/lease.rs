@@ -50,7 +50,9 @@ impl Journal {
         let me_host = this_host();
         self.write(|tx| {
             let now = now_ms();
-            let current: Option<(Option<String>, Option<u32>, Option<String>, Option<i64>)> = tx
+            /// (token, pid, host, expires_at) of the current holder, all NULL when free.
+            type Recorded = (Option<String>, Option<u32>, Option<String>, Option<i64>);
+            let current: Option<Recorded> = tx
                 .query_row(
                     "SELECT lease_token, lease_pid, lease_host, lease_expires_at FROM runs WHERE id = ?1",
                     [run_id],

@@ -16,7 +16,7 @@ pub enum Admission {
     /// A new run was recorded (state `pending`).
     New { run_id: String },
     /// The idempotency key already names this run; nothing new was recorded.
-    Existing(RunRow),
+    Existing(Box<RunRow>),
 }
 
 pub struct Request<'a> {
@@ -42,7 +42,7 @@ pub fn admit(journal: &Journal, config: &Config, req: &Request<'_>) -> Result<Ad
             }
             // A rolled-back attempt left nothing behind: the same request may try again.
             if run.state != RunState::RolledBack {
-                return Ok(Admission::Existing(run));
+                return Ok(Admission::Existing(Box::new(run)));
             }
         }
         if let Some(live) = instances::find_live(tx, &spec.project, &spec.name)? {

@@ -123,7 +123,7 @@ pub async fn drive_forward(
             saga.log()
                 .message("info", &format!("run {run_id}: succeeded"));
             keeper.release();
-            Ok(super::find_run(&journal, run_id)?)
+            super::find_run(&journal, run_id)
         }
         Outcome::Failed { step, error } if run.on_failure == "keep" => {
             journal.write(|tx| {
@@ -180,7 +180,7 @@ pub async fn drive_rollback(
         .clone()
         .unwrap_or_else(|| "rollback requested".into());
     roll_back(&journal, &run, &saga, keeper, &cause).await?;
-    Ok(super::find_run(&journal, run_id)?)
+    super::find_run(&journal, run_id)
 }
 
 async fn roll_back(

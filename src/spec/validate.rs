@@ -197,9 +197,9 @@ fn resources(input: &SpecInput) -> Result<(Option<String>, Resources), Validatio
     }
 }
 
-fn check_list<'a>(
+fn check_list(
     field: &str,
-    items: &'a [String],
+    items: &[String],
     each: impl Fn(&str, &str) -> Result<(), ValidationError>,
 ) -> Result<(), ValidationError> {
     let mut seen = HashSet::new();

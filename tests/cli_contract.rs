@@ -1,0 +1,324 @@
+//! The command-line contract: validation, exit codes, idempotency, quotas, JSON shapes.
+
+mod support;
+
+use support::{Env, stderr};
+
+#[test]
+fn invalid_spec_exits_2_names_the_field_and_writes_nothing() {
+    let env = Env::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["create", "Bad_Name"], "name:"),
+        (&["create", "db", "--version", "9"], "version:"),
+        (&["create", "db", "--disk-gib", "0"], "disk_gib:"),
+        (&["create", "db", "--size", "huge"], "size:"),
+        (&["create", "db", "--tag", "novalue"], "tags:"),
+        (&["create", "db", "--ttl", "1s"], "ttl:"),
+        (&["create", "db", "--provider", "gcp"], "provider:"),
+        (
+            &["create", "db", "--extension", "timescaledb"],
+            "extensions[0]:",
+        ),
+        (&["create", "-f", "/nonexistent/spec.toml"], "file:"),
+    ];
+    for (args, field) in cases {
+        let out = env.run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(field), "{args:?} should name {field}: {err}");
+    }
+    // Usage errors from clap itself are exit 2 as well.
+    assert_eq!(
+        env.run(&["create", "--no-such-flag"], None).status.code(),
+        Some(2)
+    );
+    assert!(
+        !env.journal_path().exists(),
+        "no journal may be created by bad input"
+    );
+    assert!(!env.path("testbed").exists(), "no provider side effect");
+}
+
+#[test]
+fn json_errors_carry_kind_field_and_exit_code() {
+    let env = Env::new();
+    let (code, v) = env.json(&["create", "db", "--cpus", "99"]);
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["kind"], "invalid");
+    assert_eq!(v["error"]["field"], "cpus");
+    assert_eq!(v["error"]["exit_code"], 2);
+    let (code, v) = env.json(&["status", "run-doesnotexist"]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (8, Some("not_found")));
+}
+
+#[test]
+fn spec_file_and_flags_combine() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("spec.toml"),
+        "name = \"orders\"\ndisk_gib = 20\nha = true\n[tags]\nteam = \"pay\"\n",
+    )
+    .unwrap();
+    let (code, v) = env.json(&[
+        "plan",
+        "-f",
+        env.path("spec.toml").to_str().unwrap(),
+        "--disk-gib",
+        "30",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["spec"]["name"], "orders");
+    assert_eq!(v["spec"]["disk_gib"], 30);
+    assert_eq!(v["spec"]["tags"]["team"], "pay");
+    assert_eq!(v["placement"]["nodes"].as_array().unwrap().len(), 3);
+    assert!(!env.journal_path().exists(), "plan creates no journal");
+    std::fs::write(env.path("typo.toml"), "name = \"x\"\ndisk_gb = 1\n").unwrap();
+    let out = env.run(
+        &["plan", "-f", env.path("typo.toml").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("disk_gb"), "{}", stderr(&out));
+}
+
+#[test]
+fn plan_shows_the_whole_flow_for_every_provider() {
+    let env = Env::new();
+    for provider in ["local", "aws", "testbed"] {
+        let (code, v) = env.json(&[
+            "plan",
+            "db",
+            "--ha",
+            "--provider",
+            provider,
+            "--region",
+            "us-east-1",
+        ]);
+        assert_eq!(code, 0, "{provider}: {v}");
+        let steps: Vec<&str> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            steps.contains(&"setup.clone.replica-2") && steps.contains(&"register.backups"),
+            "{steps:?}"
+        );
+        let zones: std::collections::HashSet<&str> = v["placement"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["zone"].as_str().unwrap())
+            .collect();
+        assert_eq!(zones.len(), 3, "anti-affinity for {provider}");
+        assert_eq!(v["executable"], provider == "testbed");
+    }
+    let out = env.run(
+        &["plan", "db", "--ha", "--zone", "tb-a", "--zone", "tb-b"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("zones:"), "{}", stderr(&out));
+}
+
+#[test]
+fn create_is_idempotent_by_key() {
+    let env = Env::new();
+    let (code, first) = env.json(&["create", "db", "--idempotency-key", "deploy-1"]);
+    assert_eq!(code, 0, "{first}");
+    let run = first["run"]["id"].as_str().unwrap().to_string();
+    assert_eq!(first["run"]["state"], "succeeded");
+    // Same key, same spec: the same run comes back and nothing is created again.
+    let (code, again) = env.json(&["create", "db", "--idempotency-key", "deploy-1"]);
+    assert_eq!((code, again["run"]["id"].as_str()), (0, Some(run.as_str())));
+    assert!(env.count("create").values().all(|&n| n == 1));
+    // Same key, different spec: refused.
+    let out = env.run(
+        &[
+            "create",
+            "db",
+            "--idempotency-key",
+            "deploy-1",
+            "--disk-gib",
+            "20",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("idempotency_key"), "{}", stderr(&out));
+    // Default key: the same command twice maps to the same run as well.
+    let (_, a) = env.json(&["create", "other"]);
+    let (_, b) = env.json(&["create", "other"]);
+    assert_eq!(a["run"]["id"], b["run"]["id"]);
+    // A different spec under an existing name is refused, naming the field.
+    let out = env.run(&["create", "other", "--disk-gib", "11"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("name: instance \"other\" already exists"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unfinished_run_is_resumed_by_repeating_create() {
+    let env = Env::new();
+    let out = env.run(&["create", "db"], Some("deploy.primary@before=crash"));
+    assert!(support::was_killed(&out));
+    let run = env.last_run();
+    let (code, v) = env.json(&["create", "db"]);
+    assert_eq!((code, v["run"]["id"].as_str()), (0, Some(run.as_str())));
+    assert!(env.count("create").values().all(|&n| n == 1));
+}
+
+#[test]
+fn quota_exceeded_exits_3_and_writes_nothing() {
+    let env = Env::with_config("[quotas.default]\ninstances = 1\nvcpus = 4\ndisk_gib = 100\n");
+    assert_eq!(env.run(&["create", "one"], None).status.code(), Some(0));
+    let out = env.run(&["create", "two"], None);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("instances: 1 of 1 in use"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(
+        &["create", "big", "--project", "other", "--ha", "--cpus", "2"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("vcpus: 0 of 4 in use, this instance needs 6"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, list) = env.json(&["list", "--all"]);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only the admitted instance is journaled"
+    );
+    // Destroying frees the quota.
+    assert_eq!(env.run(&["destroy", "one"], None).status.code(), Some(0));
+    assert_eq!(env.run(&["create", "two"], None).status.code(), Some(0));
+}
+
+#[test]
+fn failure_rolls_back_by_default_and_keep_leaves_everything() {
+    let env = Env::new();
+    let out = env.run(&["create", "db"], Some("setup.primary@before=permanent"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(env.markers_left().is_empty());
+    let run = env.last_run();
+    assert_eq!(env.run_state(&run), "rolled_back");
+    // The name is free again after a rolled-back failure.
+    let out = env.run(
+        &["create", "db", "--on-failure", "keep"],
+        Some("setup.primary@before=permanent"),
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let kept = env.last_run();
+    assert_eq!(env.run_state(&kept), "failed");
+    assert!(env.markers_left().contains(&"deploy.primary".to_string()));
+    // Resume after fixing the cause finishes it.
+    let (code, v) = env.json(&["resume", &kept]);
+    assert_eq!((code, v["run"]["state"].as_str()), (0, Some("succeeded")));
+}
+
+#[test]
+fn status_list_logs_and_destroy() {
+    let env = Env::new();
+    let (_, created) = env.json(&["create", "db", "--ttl", "2h", "--tag", "team=pay"]);
+    let run = created["run"]["id"].as_str().unwrap();
+    let (code, st) = env.json(&["status", "db"]);
+    assert_eq!(code, 0);
+    assert_eq!(st["instance"]["state"], "running");
+    assert_eq!(st["run"]["id"], run);
+    assert!(
+        st["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "created")
+    );
+    let (_, list) = env.json(&["list"]);
+    assert_eq!(list[0]["name"], "db");
+    assert!(list[0]["expires_at"].is_i64());
+    assert_eq!(list[0]["expired"], false);
+    let logs = env.run(&["logs", run], None);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains("provision.network: execute started (attempt 1)")
+            && text.contains("succeeded"),
+        "{text}"
+    );
+    let (code, _) = env.json(&["destroy", "db"]);
+    assert_eq!(code, 0);
+    assert!(env.markers_left().is_empty());
+    let (_, list) = env.json(&["list"]);
+    assert!(list.as_array().unwrap().is_empty());
+    assert_eq!(env.run(&["destroy", "db"], None).status.code(), Some(8));
+    assert_eq!(env.run(&["resume", run], None).status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_commands_examples_and_exit_codes() {
+    let env = Env::new();
+    let out = env.run(&["--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "create",
+        "plan",
+        "resume",
+        "rollback",
+        "destroy",
+        "logs",
+        "Exit codes",
+        "130",
+        "Examples",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let out = env.run(&["create", "--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--ha",
+        "--idempotency-key",
+        "--on-failure",
+        "--ttl",
+        "Examples",
+    ] {
+        assert!(help.contains(needle), "create --help lacks {needle}");
+    }
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let env = Env::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = env
+        .command(
+            &[
+                "plan",
+                "-f",
+                &format!("{root}/examples/orders.toml"),
+                "--output",
+                "json",
+            ],
+            None,
+        )
+        .env("DBCTL_CONFIG", format!("{root}/examples/config.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            v["spec"]["project"].as_str(),
+            v["spec"]["replicas"].as_u64()
+        ),
+        (Some("payments"), Some(2))
+    );
+}

@@ -1,0 +1,151 @@
+//! Drives the real `dbctl` binary (built with the `testbed` provider) in a private directory.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// One side effect line from the testbed's effects.log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Effect {
+    pub verb: String,
+    pub run: String,
+    pub step: String,
+}
+
+impl Env {
+    /// A fresh environment whose config retries fast (tests must not wait on backoff).
+    pub fn new() -> Env {
+        Env::with_config("")
+    }
+
+    pub fn with_config(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "[defaults]\nprovider = \"testbed\"\n\n[retry]\nbase_delay_ms = 5\nmax_delay_ms = 20\n\n{extra}"
+        );
+        std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.path("state/journal.db")
+    }
+
+    pub fn command(&self, args: &[&str], faults: Option<&str>) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+        c.args(args)
+            .env("DBCTL_JOURNAL", self.journal_path())
+            .env("DBCTL_CONFIG", self.path("config.toml"))
+            .env("DBCTL_TESTBED_DIR", self.path("testbed"))
+            .env_remove("DBCTL_FAULTS")
+            .env_remove("DBCTL_TESTBED_DELAY_MS")
+            .stdin(Stdio::null());
+        if let Some(f) = faults {
+            c.env("DBCTL_FAULTS", f);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str], faults: Option<&str>) -> Output {
+        self.command(args, faults).output().unwrap()
+    }
+
+    pub fn spawn(&self, args: &[&str], delay_ms: u64) -> Child {
+        self.command(args, None)
+            .env("DBCTL_TESTBED_DELAY_MS", delay_ms.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs and parses stdout as JSON (commands given `--output json`).
+    pub fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.run(&all, None);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    pub fn effects(&self) -> Vec<Effect> {
+        let text = std::fs::read_to_string(self.path("testbed/effects.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let mut p = l.split(' ');
+                Effect {
+                    verb: p.next().unwrap().into(),
+                    run: p.next().unwrap().into(),
+                    step: p.next().unwrap().into(),
+                }
+            })
+            .collect()
+    }
+
+    /// How many times each step's side effect happened (verb = create or delete).
+    pub fn count(&self, verb: &str) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for e in self.effects().into_iter().filter(|e| e.verb == verb) {
+            *m.entry(e.step).or_default() += 1;
+        }
+        m
+    }
+
+    /// Marker files that still exist (side effects not undone).
+    pub fn markers_left(&self) -> Vec<String> {
+        let root = self.path("testbed/markers");
+        let mut left = Vec::new();
+        for run in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for m in std::fs::read_dir(run.path()).unwrap().flatten() {
+                left.push(m.file_name().to_string_lossy().into_owned());
+            }
+        }
+        left
+    }
+
+    /// The id of the newest run, read through `dbctl list`.
+    pub fn last_run(&self) -> String {
+        let (_, v) = self.json(&["list", "--all"]);
+        v[0]["run"].as_str().expect("a run").to_string()
+    }
+
+    pub fn run_state(&self, run: &str) -> String {
+        let (_, v) = self.json(&["status", run]);
+        v["run"]["state"].as_str().unwrap().to_string()
+    }
+
+    pub fn journal(&self) -> dbctl::journal::Journal {
+        dbctl::journal::Journal::open(&self.journal_path()).unwrap()
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether the process was killed by SIGKILL (the injected crash).
+pub fn was_killed(o: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    o.status.signal() == Some(9)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
