@@ -73,8 +73,12 @@ impl Quotas {
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSection {
     pub region: String,
-    /// Zones are labels the scheduler spreads nodes over (each its own subnet).
+    /// Zones are labels the scheduler spreads nodes over.
     pub zones: Vec<String>,
+    /// `auto` (KVM where it really works, else TCG), `kvm` or `tcg`.
+    pub accel: String,
+    /// How long a VM may take from start to a verified SSH session.
+    pub boot_timeout_secs: u64,
 }
 
 impl Default for LocalSection {
@@ -82,6 +86,8 @@ impl Default for LocalSection {
         LocalSection {
             region: "local".into(),
             zones: vec!["zone-a".into(), "zone-b".into(), "zone-c".into()],
+            accel: "auto".into(),
+            boot_timeout_secs: 900,
         }
     }
 }
@@ -152,6 +158,14 @@ pub fn default_config_path() -> PathBuf {
 /// `$XDG_STATE_HOME/dbctl/journal.db`, falling back to `~/.local/state`.
 pub fn default_journal_path() -> PathBuf {
     xdg_dir("XDG_STATE_HOME", ".local/state").join("dbctl/journal.db")
+}
+
+/// `$DBCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/dbctl`, falling back to `~/.cache/dbctl`.
+pub fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("DBCTL_CACHE_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => xdg_dir("XDG_CACHE_HOME", ".cache").join("dbctl"),
+    }
 }
 
 fn xdg_dir(var: &str, fallback: &str) -> PathBuf {

@@ -42,7 +42,7 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
     // Everything that can reject the request happens before the journal is opened, so bad
     // input leaves no trace.
     let spec = args.spec.resolve(&app.config)?;
-    crate::provider::connect(&spec.provider, &app.config)?;
+    app.provider(&spec.provider)?.preflight(&spec)?;
     let key = args
         .idempotency_key
         .clone()

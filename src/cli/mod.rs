@@ -1,8 +1,10 @@
 //! Command-line surface: clap types, and one small module per command that wires arguments to
 //! `operations` and prints the result as text or JSON.
 
+mod connect;
 mod create;
 mod destroy;
+mod image;
 mod list;
 mod logs;
 mod output;
@@ -10,6 +12,7 @@ mod plan;
 mod resume;
 mod rollback;
 mod spec_args;
+mod ssh;
 mod status;
 
 use std::path::PathBuf;
@@ -105,6 +108,18 @@ pub enum Command {
     Destroy(destroy::DestroyArgs),
     /// Show a run's event log
     Logs(logs::LogsArgs),
+    /// Build or list the local provider's base VM image
+    Image(image::ImageArgs),
+    /// Print an instance's connection URI (or open psql with it)
+    Connect(connect::ConnectArgs),
+    /// Open a shell (or run a command) on a node of a local instance
+    Ssh(ssh::SshArgs),
+    /// Internal: the private-network hub of a local VPC (started by dbctl, detached)
+    #[command(hide = true)]
+    LocalHub {
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 /// Runs the parsed command.
@@ -122,10 +137,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Create(a) => create::run(&app, a).await,
         Command::Plan(a) => plan::run(&app, a),
         Command::List(a) => list::run(&app, a),
-        Command::Status(a) => status::run(&app, a),
+        Command::Status(a) => status::run(&app, a).await,
         Command::Resume(a) => resume::run(&app, a).await,
         Command::Rollback(a) => rollback::run(&app, a).await,
         Command::Destroy(a) => destroy::run(&app, a).await,
         Command::Logs(a) => logs::run(&app, a).await,
+        Command::Image(a) => image::run(&app, a).await,
+        Command::Ssh(a) => ssh::run(&app, a),
+        Command::Connect(a) => connect::run(&app, a),
+        Command::LocalHub { socket } => {
+            crate::provider::local::hub::serve(&socket)
+                .map_err(|e| anyhow::anyhow!("local hub {}: {e}", socket.display()))?;
+            Ok(())
+        }
     }
 }

@@ -63,7 +63,7 @@ pub fn render_run(v: &RunView) -> String {
         format_ms(r.created_at)
     );
     if let Some(e) = &r.error {
-        out += &format!("error: {e}\n");
+        out += &format!("reason: {e}\n");
     }
     let rows: Vec<Vec<String>> = v
         .steps

@@ -40,7 +40,7 @@ pub fn run(app: &App, args: PlanArgs) -> Result<(), CliError> {
         idempotency_key: spec.default_idempotency_key(),
         placement: &placement,
         steps: &steps,
-        executable: crate::provider::connect(&spec.provider, &app.config).is_ok(),
+        executable: app.provider(&spec.provider).is_ok(),
     };
     emit(app, &view, || {
         let r = spec.resources;

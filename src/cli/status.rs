@@ -8,6 +8,7 @@ use super::output::{RunView, emit, render_run, table};
 use crate::error::CliError;
 use crate::journal::{InstanceRow, ResourceRow};
 use crate::operations::{self, App};
+use crate::provider::NodeState;
 
 #[derive(Debug, Args)]
 #[command(
@@ -28,9 +29,11 @@ struct StatusView {
     #[serde(flatten)]
     run: RunView,
     resources: Vec<ResourceRow>,
+    /// Live node state from the provider (e.g. QEMU's own status for local VMs).
+    nodes: Vec<NodeState>,
 }
 
-pub fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
+pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     let journal = app.journal_for(&args.target)?;
     let run = if args.target.starts_with("run-") {
         operations::find_run(&journal, &args.target)?
@@ -44,7 +47,17 @@ pub fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     let instance = journal
         .instance(&run.instance_id)?
         .ok_or_else(|| anyhow::anyhow!("run {} names a missing instance", run.id))?;
+    let nodes = match app.provider(&instance.provider) {
+        Ok(p) if instance.state.as_str() != "destroyed" => {
+            let placement: crate::scheduler::Placement =
+                serde_json::from_str(&run.placement_json).map_err(anyhow::Error::from)?;
+            let names: Vec<String> = placement.nodes.into_iter().map(|n| n.node).collect();
+            p.node_states(&run.id, &names).await
+        }
+        _ => Vec::new(),
+    };
     let view = StatusView {
+        nodes,
         resources: journal.resources(&run.id)?,
         run: RunView {
             steps: journal.steps(&run.id)?,
@@ -58,6 +71,9 @@ pub fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
             "instance {}/{} ({})  {}  provider {} region {}  {} node(s)\n",
             i.project, i.name, i.id, i.state, i.provider, i.region, i.nodes
         );
+        for n in &view.nodes {
+            out += &format!("  node {:<10} {}\n", n.node, n.state);
+        }
         out += &render_run(&view.run);
         let rows: Vec<Vec<String>> = view
             .resources

@@ -188,29 +188,13 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         )];
     }
     let ready: Vec<&str> = ready.iter().map(String::as_str).collect();
-    let endpoints = b.add(
+    // DNS, monitoring targets and backup schedules join the register stage with their issue;
+    // their actions are reserved in `Action` so journals stay readable across versions.
+    b.add(
         "register.endpoints".into(),
         Register,
         &ready,
         Action::RegisterEndpoints,
-    );
-    b.add(
-        "register.dns".into(),
-        Register,
-        &[&endpoints],
-        Action::RegisterDns,
-    );
-    b.add(
-        "register.monitoring".into(),
-        Register,
-        &[&endpoints],
-        Action::RegisterMonitoring,
-    );
-    b.add(
-        "register.backups".into(),
-        Register,
-        &ready,
-        Action::RegisterBackups,
     );
     b.0
 }

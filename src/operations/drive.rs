@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::CliError;
 use crate::flow::Action;
 use crate::journal::{InstanceState, Journal, RunRow, RunState};
-use crate::provider::{self, RunInfo};
+use crate::provider::RunInfo;
 use crate::saga::{BoundStep, FaultPlan, Outcome, Reporter, RollbackOutcome, Saga};
 use crate::spec::{InstanceSpec, ValidationError};
 
@@ -25,7 +25,7 @@ fn saga_for(
 ) -> Result<Saga, CliError> {
     let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
         .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
-    let provider = provider::connect(&spec.provider, &app.config)?;
+    let provider = app.provider(&spec.provider)?;
     let info = RunInfo {
         run_id: &run.id,
         instance_id: &run.instance_id,

@@ -36,6 +36,33 @@ impl App {
         Ok(Journal::open_existing(&self.journal_path)?.map(Arc::new))
     }
 
+    /// Where dbctl keeps rebuildable things (base images): `$DBCTL_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/dbctl`.
+    pub fn cache_dir(&self) -> PathBuf {
+        crate::config::default_cache_dir()
+    }
+
+    /// Per-run files of the local provider, SSH keys, CA: beside the journal, so one journal's
+    /// state stays together (and tests with their own journal stay apart).
+    pub fn state_dir(&self) -> PathBuf {
+        self.journal_path
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The provider that runs `name` for this journal.
+    pub fn provider(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn crate::provider::Provider>, crate::spec::ValidationError> {
+        let dirs = crate::provider::ProviderDirs {
+            state: self.state_dir(),
+            cache: self.cache_dir(),
+        };
+        crate::provider::connect(name, &self.config, &dirs)
+    }
+
     /// Like [`App::existing_journal`], but a missing journal means the run cannot exist.
     pub fn journal_for(&self, what: &str) -> Result<Arc<Journal>, CliError> {
         self.existing_journal()?.ok_or_else(|| {

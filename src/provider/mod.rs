@@ -5,6 +5,7 @@
 //! `aws` (EC2) are the product's providers; `testbed` exists only in builds with the `testbed`
 //! feature, for driving the real binary through crash and rollback tests.
 
+pub mod local;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 
@@ -29,12 +30,31 @@ pub struct RunInfo<'a> {
     pub spec: &'a InstanceSpec,
 }
 
+/// A node as its provider sees it right now (for `dbctl status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeState {
+    pub node: String,
+    /// The provider's word for it: `running`, `paused`, `stopped`, ...
+    pub state: String,
+}
+
 /// One provider's implementations of the flow's actions.
+#[async_trait::async_trait]
 pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Zones offered in `region`, with capacity where the provider knows it.
     fn zones(&self, region: &str) -> Vec<ZoneInfo>;
+
+    /// Checks this host/account can take the instance, before anything is journaled.
+    fn preflight(&self, _spec: &InstanceSpec) -> Result<(), ValidationError> {
+        Ok(())
+    }
+
+    /// Live state of a run's nodes, asked of the provider (not the journal).
+    async fn node_states(&self, _run_id: &str, _nodes: &[String]) -> Vec<NodeState> {
+        Vec::new()
+    }
 
     /// The implementation of one step.
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step>;
@@ -64,9 +84,26 @@ pub fn configured_zones(config: &Config, provider: &str, region: &str) -> Vec<St
     }
 }
 
+/// Where providers keep their files.
+pub struct ProviderDirs {
+    /// Per-run files, keys: beside the journal.
+    pub state: std::path::PathBuf,
+    /// Rebuildable things (base images).
+    pub cache: std::path::PathBuf,
+}
+
 /// The provider that executes runs for `name`, or why there is none in this build.
-pub fn connect(name: &str, _config: &Config) -> Result<Box<dyn Provider>, ValidationError> {
+pub fn connect(
+    name: &str,
+    config: &Config,
+    dirs: &ProviderDirs,
+) -> Result<Box<dyn Provider>, ValidationError> {
     match name {
+        "local" => Ok(Box::new(local::Local::new(
+            &config.local,
+            dirs.state.clone(),
+            dirs.cache.clone(),
+        ))),
         #[cfg(feature = "testbed")]
         "testbed" => Ok(Box::new(testbed::Testbed::from_env()?)),
         other => Err(unavailable(other)),

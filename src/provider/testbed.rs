@@ -41,6 +41,7 @@ impl Testbed {
     }
 }
 
+#[async_trait::async_trait]
 impl Provider for Testbed {
     fn name(&self) -> &'static str {
         "testbed"

@@ -116,11 +116,12 @@ impl Saga {
                         inputs,
                         outputs: None,
                         journal,
+                        faults: faults.clone(),
                     };
                     let res = async {
-                        faults.fire(name, FaultPoint::Before, attempt)?;
+                        faults.fire(name, &FaultPoint::Before, attempt)?;
                         let out = timed(policy, imp.execute(&ctx)).await?;
-                        faults.fire(name, FaultPoint::After, attempt)?;
+                        faults.fire(name, &FaultPoint::After, attempt)?;
                         Ok(out)
                     }
                     .await;

@@ -2,7 +2,8 @@
 //!
 //! `DBCTL_FAULTS` holds `;`-separated rules `STEP@POINT=ACTION[*N]`:
 //! - POINT: `before` (intent journaled, before the side effect), `after` (side effect done,
-//!   before its outputs are journaled), `undo-before`, `undo-after` (the same for rollback).
+//!   before its outputs are journaled), `undo-before`, `undo-after` (the same for rollback), or
+//!   a point a step names inside itself (`provision.vm.primary@qemu-started=crash`).
 //! - ACTION: `crash` (SIGKILL to ourselves: no cleanup, no journal write, like `kill -9`),
 //!   `transient` or `permanent` (the step attempt fails with that kind of error).
 //! - `*N`: fire only on attempts 1..=N (attempts as counted in the journal); without it, every
@@ -14,12 +15,14 @@ use super::StepError;
 
 pub const ENV: &str = "DBCTL_FAULTS";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultPoint {
     Before,
     After,
     UndoBefore,
     UndoAfter,
+    /// A point a step names itself, e.g. `qemu-started` inside `provision.vm.*`.
+    Custom(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +76,17 @@ impl FaultPlan {
                 "after" => FaultPoint::After,
                 "undo-before" => FaultPoint::UndoBefore,
                 "undo-after" => FaultPoint::UndoAfter,
-                _ => return Err(bad("POINT is before, after, undo-before or undo-after")),
+                custom
+                    if !custom.is_empty()
+                        && custom.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') =>
+                {
+                    FaultPoint::Custom(custom.to_string())
+                }
+                _ => {
+                    return Err(bad(
+                        "POINT is before, after, undo-before, undo-after or a step's own point name",
+                    ));
+                }
             };
             let action = match action {
                 "crash" => Action::Crash,
@@ -92,9 +105,9 @@ impl FaultPlan {
     }
 
     /// Fires the matching rule, if any: crashes the process or returns the injected error.
-    pub fn fire(&self, step: &str, point: FaultPoint, attempt: u32) -> Result<(), StepError> {
+    pub fn fire(&self, step: &str, point: &FaultPoint, attempt: u32) -> Result<(), StepError> {
         let Some(rule) = self.rules.iter().find(|r| {
-            r.step == step && r.point == point && r.up_to_attempt.is_none_or(|n| attempt <= n)
+            r.step == step && r.point == *point && r.up_to_attempt.is_none_or(|n| attempt <= n)
         }) else {
             return Ok(());
         };
@@ -125,15 +138,15 @@ mod tests {
     fn parses_and_fires_by_attempt() {
         let p = FaultPlan::parse("a.b@before=transient*2; c@undo-after=permanent").unwrap();
         assert!(
-            p.fire("a.b", FaultPoint::Before, 1)
+            p.fire("a.b", &FaultPoint::Before, 1)
                 .unwrap_err()
                 .is_transient()
         );
-        assert!(p.fire("a.b", FaultPoint::Before, 2).is_err());
-        assert!(p.fire("a.b", FaultPoint::Before, 3).is_ok());
-        assert!(p.fire("a.b", FaultPoint::After, 1).is_ok());
+        assert!(p.fire("a.b", &FaultPoint::Before, 2).is_err());
+        assert!(p.fire("a.b", &FaultPoint::Before, 3).is_ok());
+        assert!(p.fire("a.b", &FaultPoint::After, 1).is_ok());
         assert!(
-            !p.fire("c", FaultPoint::UndoAfter, 9)
+            !p.fire("c", &FaultPoint::UndoAfter, 9)
                 .unwrap_err()
                 .is_transient()
         );
@@ -141,7 +154,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_rules() {
-        for bad in ["x", "x@later=crash", "x@before=explode", "x@before=crash*n"] {
+        for bad in ["x", "x@Later=crash", "x@before=explode", "x@before=crash*n"] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }
     }

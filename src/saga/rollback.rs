@@ -114,11 +114,12 @@ impl Saga {
                         inputs,
                         outputs,
                         journal,
+                        faults: faults.clone(),
                     };
                     let res = async {
-                        faults.fire(name, FaultPoint::UndoBefore, attempt)?;
+                        faults.fire(name, &FaultPoint::UndoBefore, attempt)?;
                         timed(policy, imp.rollback(&ctx)).await?;
-                        faults.fire(name, FaultPoint::UndoAfter, attempt)
+                        faults.fire(name, &FaultPoint::UndoAfter, attempt)
                     }
                     .await;
                     (attempt, res)

@@ -67,6 +67,7 @@ pub struct StepCtx {
     /// This step's own recorded outputs (set for rollback).
     pub outputs: Option<Value>,
     pub(crate) journal: Arc<Journal>,
+    pub(crate) faults: Arc<super::FaultPlan>,
 }
 
 impl StepCtx {
@@ -112,6 +113,15 @@ impl StepCtx {
         Ok(self
             .journal
             .resource_state(&self.key(kind, name), ResourceState::Deleted)?)
+    }
+
+    /// A fault-injection point inside the step (`STEP@NAME=ACTION` in `DBCTL_FAULTS`).
+    pub fn fault_point(&self, name: &str) -> Result<(), StepError> {
+        self.faults.fire(
+            &self.step,
+            &super::FaultPoint::Custom(name.to_string()),
+            self.attempt,
+        )
     }
 
     /// Adds a line to the run's event log. Never pass secrets.

@@ -1,0 +1,84 @@
+//! `dbctl ssh NAME`: a shell on a local node for humans, through the system's OpenSSH client
+//! with the host key dbctl verified (StrictHostKeyChecking=yes against the VM's known_hosts).
+
+use std::os::unix::process::CommandExt;
+
+use clap::Args;
+
+use crate::error::CliError;
+use crate::operations::{self, App};
+use crate::provider::local::VmOut;
+use crate::spec::ValidationError;
+
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "Examples:\n  dbctl ssh orders\n  dbctl ssh orders --node replica-1 -- sudo journalctl -u postgresql"
+)]
+pub struct SshArgs {
+    /// Instance name
+    pub name: String,
+
+    /// Node: primary, replica-1, replica-2
+    #[arg(long, default_value = "primary")]
+    pub node: String,
+
+    #[arg(long)]
+    pub project: Option<String>,
+
+    /// Command to run instead of a login shell
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
+    let journal = app.journal_for(&format!("instance {:?}", args.name))?;
+    let project = args
+        .project
+        .unwrap_or_else(|| app.config.defaults.project.clone());
+    let instance = operations::find_instance(&journal, &project, &args.name)?;
+    if instance.provider != "local" {
+        return Err(ValidationError::new(
+            "name",
+            format!(
+                "dbctl ssh works for local instances; {} is on {}",
+                args.name, instance.provider
+            ),
+        )
+        .into());
+    }
+    let run = operations::latest_create_run(&journal, &instance)?;
+    let step = format!("provision.vm.{}", args.node);
+    let vm: VmOut = journal
+        .steps(&run.id)?
+        .into_iter()
+        .find(|s| s.name == step)
+        .and_then(|s| s.outputs)
+        .and_then(|o| serde_json::from_value(o).ok())
+        .ok_or_else(|| {
+            CliError::NotFound(format!(
+                "{}: node {} has no running VM recorded",
+                args.name, args.node
+            ))
+        })?;
+    let key = app.state_dir().join("ssh/id_ed25519");
+    let err = std::process::Command::new("ssh")
+        .args(["-p", &vm.ssh_port.to_string(), "-i"])
+        .arg(&key)
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            vm.dir.join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "dbctl@127.0.0.1",
+        ])
+        .args(&args.command)
+        .exec();
+    Err(anyhow::anyhow!("cannot run ssh: {err}").into())
+}

@@ -1,0 +1,114 @@
+//! PostgreSQL on a node, over SSH: the seed's Deployer (disk, initdb, tuned config, TLS, service)
+//! and Setup (roles, database, extensions, readiness). Written once; a provider supplies node
+//! access through [`NodeAccess`].
+
+pub mod client;
+pub mod config;
+mod deploy;
+pub mod secrets;
+mod setup;
+pub mod tls;
+pub mod tuning;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use deploy::DeployPrimary;
+pub use setup::{Endpoint, SetupPrimary};
+
+use crate::saga::{StepCtx, StepError};
+use crate::spec::InstanceSpec;
+use crate::ssh::SshSession;
+
+/// How the PostgreSQL steps reach a node; implemented by each provider.
+#[async_trait]
+pub trait NodeAccess: Send + Sync {
+    /// A verified SSH session to `node` (reused across steps).
+    async fn session(&self, ctx: &StepCtx, node: &str) -> Result<Arc<SshSession>, StepError>;
+    /// Where the host reaches the node's PostgreSQL.
+    fn pg_endpoint(&self, ctx: &StepCtx, node: &str) -> Result<(String, u16), StepError>;
+    /// The instance's private network (replication, app servers inside it).
+    fn vpc_cidr(&self) -> String;
+    /// Addresses clients may connect from, as the node sees them (the VPC, the operator).
+    fn client_cidrs(&self) -> Vec<String>;
+    /// Names and addresses the server certificate must carry.
+    fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError>;
+    /// The stable device path of the node's data disk.
+    fn data_device(&self) -> String;
+}
+
+/// What every PostgreSQL step of one run shares.
+pub struct Pg {
+    pub access: Arc<dyn NodeAccess>,
+    pub spec: InstanceSpec,
+    pub instance_id: String,
+    pub state_dir: PathBuf,
+}
+
+impl Pg {
+    pub fn secrets(&self) -> secrets::SecretStore {
+        secrets::SecretStore::new(&self.state_dir)
+    }
+
+    pub fn ca(&self) -> Result<tls::LocalCa, StepError> {
+        tls::LocalCa::load_or_create(&self.state_dir.join("ca"))
+            .map_err(|e| StepError::Permanent(e.to_string()))
+    }
+
+    /// Runs a root script on the node, logging its name (never its input) to the run's events.
+    async fn run_script(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        what: &str,
+        script: &str,
+        stdin: Option<&[u8]>,
+        limit: Duration,
+    ) -> Result<String, StepError> {
+        let s = self.access.session(ctx, node).await?;
+        ctx.log(&format!("{node}: {what}"));
+        let out = s
+            .exec(script, stdin, limit)
+            .await
+            .map_err(|e| StepError::Transient(e.to_string()))?;
+        if !out.success() {
+            return Err(StepError::Transient(format!(
+                "{node}: {what} failed (exit {:?}): {}",
+                out.status,
+                out.tail(4)
+            )));
+        }
+        Ok(out.stdout_str())
+    }
+
+    /// Writes `content` to `path` on the node with owner and mode, via stdin (so secrets never
+    /// appear in a command line).
+    async fn upload(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        path: &str,
+        content: &[u8],
+        owner: &str,
+        mode: &str,
+    ) -> Result<(), StepError> {
+        let q = crate::ssh::shell_quote;
+        let script = format!(
+            "sudo install -D -m {mode} -o {owner} -g {owner} /dev/stdin {}",
+            q(path)
+        );
+        self.run_script(
+            ctx,
+            node,
+            &format!("upload {path}"),
+            &script,
+            Some(content),
+            Duration::from_secs(60),
+        )
+        .await
+        .map(|_| ())
+    }
+}

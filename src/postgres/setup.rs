@@ -1,0 +1,131 @@
+//! `setup.<primary>`: application roles with generated passwords, the database owned by the
+//! first, the requested extensions — all idempotent — and then readiness: a real SQL round trip
+//! from the host over verified TLS with the application role.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Pg, client};
+use crate::saga::{Step, StepCtx, StepError};
+
+pub struct SetupPrimary {
+    pub pg: Arc<Pg>,
+    pub node: String,
+}
+
+/// How clients reach the database; recorded as the step's outputs (no password).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub ca_file: std::path::PathBuf,
+}
+
+impl SetupPrimary {
+    /// The SQL, fed to psql on stdin. Statement logging and pg_stat_statements tracking are off
+    /// for this session so the passwords are not recorded on the server either.
+    fn sql(&self, passwords: &[(String, String)]) -> String {
+        let spec = &self.pg.spec;
+        let owner = &spec.users[0];
+        let mut sql = String::from(
+            "\\set ON_ERROR_STOP on\nSET log_statement = 'none';\nSET log_min_error_statement = 'panic';\nSET pg_stat_statements.track = 'none';\n",
+        );
+        for (role, pw) in passwords {
+            sql += &format!(
+                "SELECT 'CREATE ROLE \"{role}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') \\gexec\n\
+                 ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{pw}';\n"
+            );
+        }
+        let db = &spec.database;
+        sql += &format!(
+            "SELECT 'CREATE DATABASE \"{db}\" OWNER \"{owner}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}') \\gexec\n"
+        );
+        for (role, _) in passwords.iter().skip(1) {
+            sql += &format!("GRANT ALL PRIVILEGES ON DATABASE \"{db}\" TO \"{role}\";\n");
+        }
+        sql += &format!("\\c \"{db}\"\n");
+        for ext in &spec.extensions {
+            sql += &format!("CREATE EXTENSION IF NOT EXISTS \"{ext}\";\n");
+        }
+        sql
+    }
+}
+
+#[async_trait]
+impl Step for SetupPrimary {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let pg = &self.pg;
+        let spec = &pg.spec;
+        let secrets = pg.secrets();
+        let mut passwords = Vec::new();
+        for u in &spec.users {
+            let pw = secrets
+                .password(&pg.instance_id, u)
+                .map_err(|e| StepError::Permanent(format!("secrets: {e}")))?;
+            passwords.push((u.clone(), pw));
+        }
+        let sql = self.sql(&passwords);
+        pg.run_script(
+            ctx,
+            &self.node,
+            "create roles, database, extensions",
+            "sudo -u postgres psql -X -q -d postgres",
+            Some(sql.as_bytes()),
+            Duration::from_secs(300),
+        )
+        .await?;
+
+        // Readiness: the application's own path, from the host, TLS verified.
+        let (host, port) = pg.access.pg_endpoint(ctx, &self.node)?;
+        let ca = pg.ca()?;
+        let (user, pw) = &passwords[0];
+        let c = client::connect(&host, port, user, pw, &spec.database, ca.cert_pem())
+            .await
+            .map_err(|e| {
+                StepError::Transient(format!(
+                    "readiness: cannot connect as {user} over TLS to {host}:{port}: {e}"
+                ))
+            })?;
+        let row = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| StepError::Transient(format!("readiness query: {e}")))?;
+        if !row.get::<_, bool>(0) {
+            return Err(StepError::Permanent(
+                "readiness: connection is not encrypted".into(),
+            ));
+        }
+        ctx.log(&format!(
+            "ready: {user}@{host}:{port}/{} over verified TLS",
+            spec.database
+        ));
+        let ep = Endpoint {
+            host,
+            port,
+            database: spec.database.clone(),
+            user: user.clone(),
+            ca_file: ca.cert_path.clone(),
+        };
+        Ok(serde_json::to_value(ep).expect("json"))
+    }
+
+    async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        // The roles and database go with the cluster (deploy's rollback drops it); what lives
+        // on this host is the passwords.
+        self.pg
+            .secrets()
+            .forget(&self.pg.instance_id)
+            .map_err(|e| StepError::Transient(format!("secrets: {e}")))?;
+        ctx.log("forgot generated passwords");
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! dbctl's local certificate authority and per-instance server certificates, so clients can
+//! connect with `sslmode=verify-full`. The CA lives in `<state>/ca/` (key 0600).
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("local CA {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+pub struct LocalCa {
+    key: KeyPair,
+    cert_pem: String,
+    pub cert_path: PathBuf,
+}
+
+/// The CA's fixed identity: rebuilt the same way to sign, so issued certificates chain to it.
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "dbctl local CA");
+    dn.push(DnType::OrganizationName, "dbctl");
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl LocalCa {
+    /// Loads `dir/ca.{key,crt}`, creating the CA on first use.
+    pub fn load_or_create(dir: &Path) -> Result<LocalCa, TlsError> {
+        let io = |e| TlsError::Io(dir.to_path_buf(), e);
+        let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+        if !cert_path.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+            let key = KeyPair::generate()?;
+            let cert = ca_params()?.self_signed(&key)?;
+            write_private(&key_path, &key.serialize_pem()).map_err(io)?;
+            // The certificate last: its presence means the CA is complete.
+            std::fs::write(&cert_path, cert.pem()).map_err(io)?;
+        }
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(io)?)?;
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io)?;
+        Ok(LocalCa {
+            key,
+            cert_pem,
+            cert_path,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses); returns (cert, key) PEM.
+    pub fn issue_server(&self, names: &[String]) -> Result<(String, String), TlsError> {
+        let mut p = CertificateParams::new(names.to_vec())?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::new(ca_params()?, &self.key);
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}

@@ -1,0 +1,48 @@
+//! Detached processes (QEMU, the network hub) identified by pid file plus command line, so a
+//! recycled pid is never mistaken for ours.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// The pid in `pidfile` if that process is alive and its command line contains `marker`.
+pub fn running(pidfile: &Path, marker: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    cmdline.contains(marker).then_some(pid)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+/// Sends `signal` and polls (with backoff) until the process is gone; `false` on timeout.
+pub async fn signal_and_wait(pid: u32, signal: i32, limit: Duration) -> bool {
+    // SAFETY: plain kill(2); the pid was checked against its command line by the caller.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+    wait_gone(pid, limit).await
+}
+
+pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut delay = Duration::from_millis(20);
+    while alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+    true
+}
+
+/// Stops a process politely (SIGTERM), then firmly (SIGKILL).
+pub async fn stop(pid: u32) {
+    if !signal_and_wait(pid, libc::SIGTERM, Duration::from_secs(10)).await {
+        signal_and_wait(pid, libc::SIGKILL, Duration::from_secs(10)).await;
+    }
+}

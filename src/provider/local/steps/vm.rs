@@ -1,0 +1,283 @@
+//! `provision.vm.<node>`: boot a VM and wait until dbctl holds a verified SSH session to it.
+//!
+//! Idempotent: a QEMU process already running for this run and node (found by pid file and
+//! command line) is adopted, never duplicated — the journal may not know it was started.
+//! The host key is read from the VM's serial console, where cloud-init prints it before sshd
+//! starts; SSH then accepts exactly that key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{io_err, resolve_image};
+use crate::provider::local::firewall_ports;
+use crate::provider::local::paths::VmPaths;
+use crate::provider::local::qemu::{self, VmConfig};
+use crate::provider::local::seed::{self, NodeIdentity};
+use crate::provider::local::{LocalEnv, RunPaths, host, node_index, private_ip, process};
+use crate::saga::{Step, StepCtx, StepError};
+use crate::ssh::{SshTarget, host_key_from_console, parse_public_key};
+
+pub struct VmStep {
+    pub env: Arc<LocalEnv>,
+    pub paths: RunPaths,
+    pub run_id: String,
+    pub instance: String,
+    pub node: String,
+    pub zone: String,
+    pub vcpus: u32,
+    pub memory_gib: u32,
+    pub image: Option<String>,
+}
+
+/// What later steps need to reach the VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmOut {
+    pub node: String,
+    pub zone: String,
+    pub name: String,
+    pub pid: u32,
+    pub private_ip: String,
+    pub ssh_port: u16,
+    pub pg_port: u16,
+    /// The verified host key, OpenSSH format.
+    pub host_key: String,
+    pub dir: std::path::PathBuf,
+}
+
+impl VmOut {
+    pub fn ssh_target(&self) -> Result<SshTarget, StepError> {
+        let host_key = parse_public_key(&self.host_key).ok_or_else(|| {
+            StepError::Permanent(format!("{}: unreadable recorded host key", self.node))
+        })?;
+        Ok(SshTarget {
+            host: "127.0.0.1".into(),
+            port: self.ssh_port,
+            user: "dbctl".into(),
+            host_key,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Ports {
+    ssh: u16,
+    pg: u16,
+}
+
+impl VmStep {
+    fn name(&self) -> String {
+        format!("dbctl-{}-{}", self.run_id, self.node)
+    }
+
+    fn vm(&self) -> VmPaths {
+        self.paths.vm(&self.node)
+    }
+
+    /// Host ports stay the same across re-executions (recorded before QEMU starts).
+    fn ports(&self) -> Result<Ports, StepError> {
+        let file = self.vm().ports();
+        if let Ok(Ok(p)) = std::fs::read_to_string(&file).map(|t| serde_json::from_str::<Ports>(&t))
+        {
+            return Ok(p);
+        }
+        let p = Ports {
+            ssh: host::free_port().map_err(io_err("port"))?,
+            pg: host::free_port().map_err(io_err("port"))?,
+        };
+        std::fs::write(&file, serde_json::to_string(&p).expect("json"))
+            .map_err(io_err(file.display()))?;
+        Ok(p)
+    }
+
+    fn launch(&self, ctx: &StepCtx, ports: &Ports) -> Result<u32, StepError> {
+        let vm = self.vm();
+        let image =
+            resolve_image(&self.env, self.image.as_deref()).map_err(StepError::Permanent)?;
+        if let Some(avail) =
+            host::mem_available_mib().filter(|a| *a < self.memory_gib as u64 * 1024 + 256)
+        {
+            return Err(StepError::Permanent(format!(
+                "{}: not enough memory ({avail} MiB available)",
+                self.node
+            )));
+        }
+        if !vm.overlay().exists() {
+            let tmp = vm.overlay().with_extension("tmp");
+            let out = std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(image.base())
+                .arg(&tmp)
+                .output()
+                .map_err(io_err("qemu-img"))?;
+            if !out.status.success() {
+                return Err(StepError::Permanent(format!(
+                    "qemu-img: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            std::fs::rename(&tmp, vm.overlay()).map_err(io_err("overlay"))?;
+        }
+        let key = self.env.client_key()?;
+        let hostname = format!("{}-{}", self.instance, self.node);
+        let ip = private_ip(&self.node);
+        let role = if self.node == "primary" {
+            "primary"
+        } else {
+            "replica"
+        };
+        let user_data = seed::user_data(&NodeIdentity {
+            hostname: &hostname,
+            run_id: &self.run_id,
+            instance: &self.instance,
+            node: &self.node,
+            role,
+            private_ip: &ip,
+            ssh_public_key: &key.public_openssh(),
+        })
+        .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
+        // A new instance-id per generation: a recreated VM must be seeded afresh.
+        let instance_id = format!("{}-{}-g{}", self.run_id, self.node, ctx.generation);
+        seed::write_iso(&vm.seed(), &user_data, &instance_id, &hostname).map_err(io_err("seed"))?;
+        let forwards = firewall_ports(&self.paths)
+            .into_iter()
+            .map(|p| (p, if p == 22 { ports.ssh } else { ports.pg }))
+            .collect::<Vec<_>>();
+        let cfg = VmConfig {
+            name: &self.name(),
+            image: &image,
+            accel: host::accelerator(&self.env.config.accel),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_gib as u64 * 1024,
+            index: node_index(&self.node),
+            private_ip: &ip,
+            forwards: &forwards,
+            hub_socket: &self.paths.hub_socket(),
+        };
+        qemu::start(&cfg, &vm).map_err(StepError::Transient)
+    }
+
+    /// Polls the serial console (with backoff) for the host key block.
+    async fn host_key(&self, pid: u32, deadline: Instant) -> Result<String, StepError> {
+        let console = self.vm().console();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let text = std::fs::read(&console)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if let Some(k) = host_key_from_console(&text) {
+                return Ok(k.to_openssh().expect("key encodes"));
+            }
+            if process::running(&self.vm().pid(), &self.name()).is_none() {
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(StepError::Permanent(format!(
+                    "{}: VM (pid {pid}) exited during boot: {}",
+                    self.node,
+                    tail.join(" | ")
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::Permanent(format!(
+                    "{}: no SSH host key on the serial console after {} s (see {})",
+                    self.node,
+                    self.env.boot_timeout().as_secs(),
+                    console.display()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[async_trait]
+impl Step for VmStep {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let vm = self.vm();
+        std::fs::create_dir_all(&vm.dir).map_err(io_err(vm.dir.display()))?;
+        let ports = self.ports()?;
+        ctx.resource_intent("vm", &self.node, Some(&self.zone))?;
+        let pid = match process::running(&vm.pid(), &self.name()) {
+            Some(pid) => {
+                ctx.log(&format!("adopting running VM (pid {pid})"));
+                pid
+            }
+            None => self.launch(ctx, &ports)?,
+        };
+        // The crash tests' "QEMU started, journal not told" point.
+        ctx.fault_point("qemu-started")?;
+        ctx.resource_created("vm", &self.node, &format!("pid {pid}"))?;
+
+        let deadline = Instant::now() + self.env.boot_timeout();
+        let host_key = self.host_key(pid, deadline).await?;
+        std::fs::write(
+            vm.known_hosts(),
+            format!("[127.0.0.1]:{} {host_key}\n", ports.ssh),
+        )
+        .map_err(io_err("known_hosts"))?;
+        let out = VmOut {
+            node: self.node.clone(),
+            zone: self.zone.clone(),
+            name: self.name(),
+            pid,
+            private_ip: private_ip(&self.node),
+            ssh_port: ports.ssh,
+            pg_port: ports.pg,
+            host_key,
+            dir: vm.dir.clone(),
+        };
+        // sshd may lag the console line by a moment: poll until a verified session runs a command.
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.env.session(&out).await {
+                Ok(s) => {
+                    let r = s
+                        .exec("cat /etc/dbctl/node.env", None, Duration::from_secs(30))
+                        .await;
+                    match r {
+                        Ok(o)
+                            if o.success()
+                                && o.stdout_str()
+                                    .contains(&format!("DBCTL_NODE={}", self.node)) =>
+                        {
+                            break;
+                        }
+                        Ok(o) => {
+                            return Err(StepError::Permanent(format!(
+                                "{}: node is not seeded: {}",
+                                self.node,
+                                o.tail(3)
+                            )));
+                        }
+                        Err(e) => return Err(StepError::Transient(e.to_string())),
+                    }
+                }
+                Err(StepError::Transient(e)) if Instant::now() < deadline => {
+                    tracing::debug!("{}: ssh not ready: {e}", self.node);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 3 / 2).min(Duration::from_secs(3));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(serde_json::to_value(out).expect("json"))
+    }
+
+    async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let vm = self.vm();
+        qemu::stop(&vm, &self.name()).await;
+        if process::running(&vm.pid(), &self.name()).is_some() {
+            return Err(StepError::Transient(format!(
+                "{}: VM still running",
+                self.node
+            )));
+        }
+        if vm.dir.exists() {
+            std::fs::remove_dir_all(&vm.dir).map_err(io_err(vm.dir.display()))?;
+        }
+        ctx.resource_deleted("vm", &self.node)
+    }
+}

@@ -1,0 +1,37 @@
+//! `register.endpoints`: the instance's endpoints (host, port, role, zone) as one record that
+//! `status`, `connect` and later DNS and monitoring read.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::saga::{Step, StepCtx, StepError};
+
+pub struct RegisterEndpoints {
+    /// (node, role, setup step whose outputs hold the endpoint)
+    pub nodes: Vec<(String, String, String)>,
+}
+
+#[async_trait]
+impl Step for RegisterEndpoints {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let mut endpoints = Vec::new();
+        for (node, role, step) in &self.nodes {
+            let ep = ctx
+                .input(step)
+                .ok_or_else(|| StepError::Permanent(format!("no outputs of {step}")))?;
+            let zone = ctx
+                .input(&format!("provision.vm.{node}"))
+                .and_then(|v| v["zone"].as_str())
+                .unwrap_or("");
+            endpoints.push(json!({
+                "node": node, "role": role, "zone": zone,
+                "host": ep["host"], "port": ep["port"], "database": ep["database"], "user": ep["user"],
+            }));
+        }
+        Ok(json!({ "endpoints": endpoints }))
+    }
+
+    async fn rollback(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        Ok(())
+    }
+}
