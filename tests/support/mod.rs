@@ -26,9 +26,18 @@ impl Env {
     }
 
     pub fn with_config(extra: &str) -> Env {
+        Env::for_provider("testbed", extra)
+    }
+
+    /// An environment whose default provider is the real local one (QEMU VMs).
+    pub fn local() -> Env {
+        Env::for_provider("local", "")
+    }
+
+    fn for_provider(provider: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let cfg = format!(
-            "[defaults]\nprovider = \"testbed\"\n\n[retry]\nbase_delay_ms = 5\nmax_delay_ms = 20\n\n{extra}"
+            "[defaults]\nprovider = \"{provider}\"\n\n[retry]\nbase_delay_ms = 5\nmax_delay_ms = 20\n\n{extra}"
         );
         std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
         Env { dir }
@@ -136,6 +145,29 @@ impl Env {
     }
 }
 
+/// A test that fails half-way must not leave VMs running: roll back every live run.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !self.journal_path().exists() {
+            return;
+        }
+        let Ok(out) = self.command(&["list", "--output", "json"], None).output() else {
+            return;
+        };
+        let Ok(list) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return;
+        };
+        for run in list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["run"].as_str())
+        {
+            let _ = self.command(&["rollback", run], None).output();
+        }
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -148,4 +180,22 @@ pub fn was_killed(o: &Output) -> bool {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// QEMU processes of a run, found by the process name dbctl gives them.
+pub fn qemu_processes(run: &str) -> usize {
+    let marker = format!("dbctl-{run}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("qemu-system") && c.contains(&marker))
+        .count()
 }
