@@ -1,1 +1,2 @@
 //! The provider seam: where cloud (or local VM) resources are created and removed.
+pub mod aws;
