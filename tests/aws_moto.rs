@@ -300,6 +300,65 @@ async fn ensure_twice_adopts_instead_of_duplicating() {
 }
 
 #[tokio::test]
+async fn adopted_stopped_instance_is_started_and_foreign_attach_refused() {
+    let _s = session().await;
+    let ec2 = Ec2::connect(&settings()).await.unwrap();
+    let tags = run("run-j");
+    let st = provision(&ec2, &tags, "1").await;
+    ec2.sdk()
+        .stop_instances()
+        .instance_ids(&st.vm.instance_id)
+        .send()
+        .await
+        .unwrap();
+
+    let again = provision(&ec2, &tags, "2").await;
+    assert_eq!(again.vm.instance_id, st.vm.instance_id);
+    let d = ec2
+        .sdk()
+        .describe_instances()
+        .instance_ids(&st.vm.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let state = d.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone();
+    assert_eq!(state.as_str(), "running");
+
+    // A second instance (another step) must not steal the attached data volume.
+    let req = InstanceRequest {
+        zone: st.vm.zone.clone(),
+        subnet_id: st.vm.subnet_id.clone(),
+        security_group_id: st.sg.group_id.clone(),
+        key_name: st.key.key_name.clone(),
+        user_data: None,
+        ami: None,
+        instance_type: None,
+    };
+    let other = ec2
+        .ensure_instance(&tags, "vm2", &req, "vm2-1")
+        .await
+        .unwrap();
+    assert_ne!(other.instance_id, st.vm.instance_id);
+    let err = ec2
+        .attach_volume(
+            &tags,
+            "attach2",
+            &st.vol.volume_id,
+            &other.instance_id,
+            "/dev/sdg",
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains(&st.vm.instance_id), "{err}");
+}
+
+#[tokio::test]
 async fn deletes_without_outputs_find_resources_by_tags() {
     let _s = session().await;
     let ec2 = Ec2::connect(&settings()).await.unwrap();

@@ -68,12 +68,16 @@ const ADOPTABLE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"]
 impl Ec2 {
     /// Ensures one running instance for `step`.
     ///
-    /// Guarantees: adopts a live instance tagged with run+step before launching (moto and a lost
-    /// response both defeat `client_token` alone); launches with IMDSv2 required (HttpTokens
+    /// Guarantees: adopts a live instance tagged with run+step before launching (the tag lookup
+    /// is what protects endpoints that ignore `client_token`, such as moto); launches with IMDSv2 required (HttpTokens
     /// `required`, hop limit 1, so containers on the host cannot reach instance credentials),
     /// the security group, key, user data, and the run's tags on the instance and its root
     /// volume; returns once the instance is `running` (polling with backoff). An instance that
     /// dies while starting is `Permanent` with EC2's state reason.
+    ///
+    /// `client_token` must be the same on every attempt of the step (derive it from run, step
+    /// and generation; never random): it covers the one window the tag lookup cannot, where EC2's
+    /// DescribeInstances does not yet show an instance whose RunInstances response was lost.
     pub async fn ensure_instance(
         &self,
         tags: &RunTags,
@@ -92,7 +96,20 @@ impl Ec2 {
         let mut filters = tags.step_filters(step);
         filters.push(filter("instance-state-name", ADOPTABLE_STATES));
         let existing = self.find_instances(filters, &label).await?;
-        let instance_id = match existing.first() {
+        if existing.len() > 1 {
+            // Only possible if a create raced a lookup (describe lag); sweep_run removes extras.
+            tracing::warn!(
+                step,
+                count = existing.len(),
+                "several instances tagged for one step"
+            );
+        }
+        // The oldest, so repeated calls always adopt the same one.
+        let oldest = existing.iter().min_by_key(|i| {
+            let t = i.launch_time().map(|t| (t.secs(), t.subsec_nanos()));
+            (t, i.instance_id().map(str::to_string))
+        });
+        let instance_id = match oldest {
             Some(i) => {
                 let id = i.instance_id().unwrap_or_default().to_string();
                 if state_of(i) == Some(&InstanceStateName::Stopped) {

@@ -337,11 +337,14 @@ impl Ec2 {
             .send()
             .await
             .map_err(fail("DescribeVpcs", label))?;
-        Ok(out
+        let mut ids: Vec<String> = out
             .vpcs()
             .iter()
             .filter_map(|v| v.vpc_id().map(str::to_string))
-            .collect())
+            .collect();
+        // Deterministic adoption if a create ever raced a lookup.
+        ids.sort();
+        Ok(ids)
     }
 
     async fn subnets_of(&self, vpc_id: &str, label: &str) -> Result<Vec<Subnet>, AwsError> {

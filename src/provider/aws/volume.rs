@@ -37,7 +37,8 @@ impl Ec2 {
     ///
     /// Guarantees: adopts a live volume tagged with run+step before creating; created with
     /// `Encrypted=true` (the account's default KMS key) and tagged on create; `Permanent` for a
-    /// size outside gp3's 1..=16384 GiB before any call.
+    /// size outside gp3's 1..=16384 GiB before any call. `client_token`: stable per step, as for
+    /// [`Ec2::ensure_instance`].
     pub async fn ensure_volume(
         &self,
         tags: &RunTags,
@@ -55,7 +56,20 @@ impl Ec2 {
         }
         let mut filters = tags.step_filters(step);
         filters.push(filter("status", LIVE_VOLUME_STATES));
-        let volume_id = match self.find_volumes(filters, &label).await?.first() {
+        let existing = self.find_volumes(filters, &label).await?;
+        if existing.len() > 1 {
+            tracing::warn!(
+                step,
+                count = existing.len(),
+                "several volumes tagged for one step"
+            );
+        }
+        // The oldest, so repeated calls always adopt the same one.
+        let oldest = existing.iter().min_by_key(|v| {
+            let t = v.create_time().map(|t| (t.secs(), t.subsec_nanos()));
+            (t, v.volume_id().map(str::to_string))
+        });
+        let volume_id = match oldest {
             Some(v) => v.volume_id().unwrap_or_default().to_string(),
             None => {
                 let out = self
