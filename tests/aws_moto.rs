@@ -439,8 +439,16 @@ async fn deletes_refuse_to_break_dependency_order() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("DependencyViolation"), "{e}");
-    assert_eq!(count(&ec2, "run-d", ResourceKind::SecurityGroup).await, 1);
-    assert_eq!(count(&ec2, "run-d", ResourceKind::Vpc).await, 1);
+    // Refused before touching anything: the network is still whole.
+    for (kind, n) in [
+        (ResourceKind::SecurityGroup, 1),
+        (ResourceKind::Vpc, 1),
+        (ResourceKind::Subnet, 2),
+        (ResourceKind::InternetGateway, 1),
+        (ResourceKind::RouteTable, 1),
+    ] {
+        assert_eq!(count(&ec2, "run-d", kind).await, n, "{kind:?}");
+    }
 }
 
 #[tokio::test]
@@ -648,4 +656,26 @@ async fn closed_endpoint_is_transient() {
     let err = dbctl::provider::aws::error::classify("DescribeVpcs", "vpcs", err);
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.code(), None);
+}
+
+#[tokio::test]
+async fn missing_credentials_are_permanent() {
+    let _s = session().await;
+    // SAFETY: the session lock is held; restored before any other test can run.
+    unsafe {
+        std::env::remove_var("AWS_ACCESS_KEY_ID");
+        std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    }
+    let r = match Ec2::connect(&settings()).await {
+        Ok(ec2) => ec2.available_zones("t3.medium").await,
+        Err(e) => Err(e),
+    };
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    // Retrying cannot make credentials appear: the saga must stop and say so.
+    let err = r.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("no credentials"), "{err}");
 }

@@ -5,6 +5,7 @@
 //! (`ProvideErrorMetadata::code()`, HTTP status, dispatch/timeout kind), never from strings at the
 //! call sites.
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
@@ -130,11 +131,22 @@ pub(crate) fn is_not_found_code(code: &str) -> bool {
 }
 
 /// Is this SDK error one that a later attempt can fix?
-fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     match err {
         // Could not build the request: our input is wrong, retrying cannot fix it.
         SdkError::ConstructionFailure(_) => false,
         SdkError::TimeoutError(_) => true,
+        // Credentials are resolved in the dispatch phase: a missing profile or an expired SSO
+        // session would otherwise look like a network error and be retried forever.
+        SdkError::DispatchFailure(_) if credentials_error(err).is_some() => {
+            matches!(
+                credentials_error(err),
+                Some(CredentialsError::ProviderTimedOut(_))
+            )
+        }
         // Connection refused/reset, DNS, TLS... except "user" errors such as a malformed endpoint.
         SdkError::DispatchFailure(e) => !e.is_user(),
         // A response arrived but could not be parsed: typically a truncated body or a proxy page.
@@ -148,6 +160,20 @@ fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> boo
         // rolling back a whole run on an error kind we have never seen.
         _ => true,
     }
+}
+
+/// The credential provider's error, if that is what made the request fail.
+fn credentials_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialsError> {
+    let mut source: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(c);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Turns an SDK error into an [`AwsError`] naming `op` and `resource`.

@@ -209,6 +209,9 @@ impl Ec2 {
         {
             vpcs.push(o.vpc_id.clone());
         }
+        for vpc_id in &vpcs {
+            self.check_vpc_unused(vpc_id).await?;
+        }
         // Gateways and route tables of this step that may not be attached to the VPC (a crash
         // between create and attach) are found by tags too.
         self.delete_internet_routes(tags, step, out).await?;
@@ -218,9 +221,10 @@ impl Ec2 {
         Ok(())
     }
 
-    /// Deletes one VPC and what is inside it that dbctl created (subnets, route tables,
-    /// gateways), after checking that no instance or security group still depends on it.
-    pub(crate) async fn delete_vpc_tree(&self, vpc_id: &str) -> Result<(), AwsError> {
+    /// `Ok` once no instance (waiting for shutting-down ones) and no non-default security group
+    /// is left in `vpc_id`; `Permanent` `DependencyViolation` otherwise. Checked before anything
+    /// is deleted, so a refused delete leaves the network whole.
+    async fn check_vpc_unused(&self, vpc_id: &str) -> Result<(), AwsError> {
         self.wait_no_instances(filter("vpc-id", &[vpc_id]), "DeleteVpc", vpc_id)
             .await?;
         let groups = self
@@ -244,6 +248,13 @@ impl Ec2 {
                 code: Some("DependencyViolation".into()),
             });
         }
+        Ok(())
+    }
+
+    /// Deletes one VPC and what is inside it that dbctl created (subnets, route tables,
+    /// gateways), after checking that no instance or security group still depends on it.
+    pub(crate) async fn delete_vpc_tree(&self, vpc_id: &str) -> Result<(), AwsError> {
+        self.check_vpc_unused(vpc_id).await?;
         self.delete_routes_of_vpc(vpc_id).await?;
         for subnet in self.subnets_of(vpc_id, vpc_id).await? {
             let id = subnet.subnet_id().unwrap_or_default();
