@@ -359,6 +359,36 @@ async fn adopted_stopped_instance_is_started_and_foreign_attach_refused() {
 }
 
 #[tokio::test]
+async fn adopted_network_grows_from_its_own_cidr() {
+    let _s = session().await;
+    let ec2 = Ec2::connect(&settings()).await.unwrap();
+    let tags = run("run-k");
+    let zones = ec2.available_zones("t3.medium").await.unwrap();
+    let first = ec2
+        .ensure_network(&tags, "network", &zones[..1])
+        .await
+        .unwrap();
+
+    // The setting changed after the VPC existed, and a zone was added: the VPC is adopted and
+    // the new subnet is carved from the VPC's real CIDR, in a free slot.
+    let changed = Ec2::connect(&AwsSettings {
+        vpc_cidr: "10.77.0.0/16".into(),
+        ..settings()
+    })
+    .await
+    .unwrap();
+    let second = changed
+        .ensure_network(&tags, "network", &zones[..2])
+        .await
+        .unwrap();
+    assert_eq!(second.vpc_id, first.vpc_id);
+    assert_eq!(second.vpc_cidr, "10.42.0.0/16");
+    assert_eq!(second.subnets[0], first.subnets[0]);
+    assert_eq!(second.subnets[1].cidr, "10.42.16.0/20");
+    assert_eq!(count(&ec2, "run-k", ResourceKind::Subnet).await, 2);
+}
+
+#[tokio::test]
 async fn deletes_without_outputs_find_resources_by_tags() {
     let _s = session().await;
     let ec2 = Ec2::connect(&settings()).await.unwrap();

@@ -7,7 +7,6 @@ use aws_sdk_ec2::types::{
 
 use super::Ec2;
 use super::error::{AwsError, fail};
-use super::network::LIVE_INSTANCE_STATES;
 use super::tags::{RunTags, filter};
 use super::wait::{Backoff, poll_until};
 
@@ -60,6 +59,10 @@ fn instance_out(i: &Instance) -> InstanceOut {
 fn state_of(i: &Instance) -> Option<&InstanceStateName> {
     i.state().and_then(|s| s.name())
 }
+
+/// Instance states that still hold a network interface in the VPC (everything but terminated).
+pub(crate) const LIVE_INSTANCE_STATES: &[&str] =
+    &["pending", "running", "shutting-down", "stopping", "stopped"];
 
 /// Instances that count as "the step's instance" when adopting: not terminated and not on the
 /// way there (a shutting-down instance cannot be brought back).
@@ -255,6 +258,49 @@ impl Ec2 {
             .await?;
         }
         Ok(())
+    }
+
+    /// Waits until no instance matching `scope` holds resources: `Permanent`
+    /// `DependencyViolation` if one is live (not merely shutting down).
+    pub(crate) async fn wait_no_instances(
+        &self,
+        scope: aws_sdk_ec2::types::Filter,
+        op: &str,
+        resource: &str,
+    ) -> Result<(), AwsError> {
+        poll_until(op, resource, Backoff::STATE, || async {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(scope.clone())
+                .filters(filter("instance-state-name", LIVE_INSTANCE_STATES))
+                .send()
+                .await
+                .map_err(fail("DescribeInstances", resource))?;
+            let live: Vec<(String, String)> = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(|i| {
+                    let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+                    let id = i.instance_id().unwrap_or_default();
+                    (id.to_string(), state.unwrap_or_default().to_string())
+                })
+                .collect();
+            if live.is_empty() {
+                return Ok(Some(()));
+            }
+            if let Some((id, state)) = live.iter().find(|(_, s)| s != "shutting-down") {
+                return Err(AwsError::Permanent {
+                    op: op.to_string(),
+                    resource: resource.to_string(),
+                    message: format!("instance {id} is still {state}; delete it first"),
+                    code: Some("DependencyViolation".into()),
+                });
+            }
+            Ok(None)
+        })
+        .await
     }
 
     /// One instance by id; `None` when EC2 does not know it (yet, or any more).

@@ -2,7 +2,7 @@
 //!
 //! Internet access (gateway + route table) lives in [`super::routing`]; this file composes it.
 
-use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Subnet, VpcState};
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, Subnet, Vpc, VpcState};
 
 use super::Ec2;
 use super::config::Cidr;
@@ -35,10 +35,6 @@ pub struct SubnetOut {
     pub subnet_id: String,
     pub cidr: String,
 }
-
-/// Instance states that still hold a network interface in the VPC (everything but terminated).
-pub(crate) const LIVE_INSTANCE_STATES: &[&str] =
-    &["pending", "running", "shutting-down", "stopping", "stopped"];
 
 impl Ec2 {
     /// Ensures the run's VPC (`settings.vpc_cidr`, DNS hostnames on), one subnet per zone, and,
@@ -80,7 +76,13 @@ impl Ec2 {
                 id.to_string()
             }
         };
-        self.wait_vpc_available(&vpc_id).await?;
+        let vpc = self.wait_vpc_available(&vpc_id).await?;
+        // An adopted VPC keeps the CIDR it was created with, even if the setting changed since:
+        // subnets must be carved from what exists.
+        let vpc_cidr = match vpc.cidr_block().map(Cidr::parse) {
+            Some(Ok(c)) => c,
+            _ => vpc_cidr,
+        };
         // Private DNS names for instances (EC2 defaults hostnames to off in non-default VPCs).
         // One attribute per call is an API rule.
         for hostnames in [false, true] {
@@ -292,49 +294,6 @@ impl Ec2 {
         )
     }
 
-    /// Waits until no instance matching `scope` holds resources: `Permanent`
-    /// `DependencyViolation` if one is live (not merely shutting down).
-    pub(crate) async fn wait_no_instances(
-        &self,
-        scope: aws_sdk_ec2::types::Filter,
-        op: &str,
-        resource: &str,
-    ) -> Result<(), AwsError> {
-        poll_until(op, resource, Backoff::STATE, || async {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(scope.clone())
-                .filters(filter("instance-state-name", LIVE_INSTANCE_STATES))
-                .send()
-                .await
-                .map_err(fail("DescribeInstances", resource))?;
-            let live: Vec<(String, String)> = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .map(|i| {
-                    let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
-                    let id = i.instance_id().unwrap_or_default();
-                    (id.to_string(), state.unwrap_or_default().to_string())
-                })
-                .collect();
-            if live.is_empty() {
-                return Ok(Some(()));
-            }
-            if let Some((id, state)) = live.iter().find(|(_, s)| s != "shutting-down") {
-                return Err(AwsError::Permanent {
-                    op: op.to_string(),
-                    resource: resource.to_string(),
-                    message: format!("instance {id} is still {state}; delete it first"),
-                    code: Some("DependencyViolation".into()),
-                });
-            }
-            Ok(None)
-        })
-        .await
-    }
-
     /// VPC ids matching `filters` (VPCs disappear when deleted, so no state filter is needed).
     pub(crate) async fn find_vpcs(
         &self,
@@ -369,7 +328,7 @@ impl Ec2 {
         Ok(out.subnets().to_vec())
     }
 
-    async fn wait_vpc_available(&self, vpc_id: &str) -> Result<(), AwsError> {
+    async fn wait_vpc_available(&self, vpc_id: &str) -> Result<Vpc, AwsError> {
         poll_until("DescribeVpcs", vpc_id, Backoff::STATE, || async {
             let out = self
                 .client
@@ -383,7 +342,7 @@ impl Ec2 {
                     .vpcs()
                     .first()
                     .filter(|v| v.state() == Some(&VpcState::Available))
-                    .map(|_| ())),
+                    .cloned()),
                 // Not visible yet right after CreateVpc.
                 Err(e) if e.is_not_found() => Ok(None),
                 Err(e) => Err(e),

@@ -5,7 +5,7 @@
 
 use super::Ec2;
 use super::error::AwsError;
-use super::network::LIVE_INSTANCE_STATES;
+use super::instance::LIVE_INSTANCE_STATES;
 use super::tags::{TAG_INSTANCE, TAG_RUN, TAG_STEP, filter, tag_filter, tag_value};
 use aws_sdk_ec2::types::Tag;
 
