@@ -1,7 +1,7 @@
 //! Internet access for a public network: an internet gateway and a route table sending
 //! `0.0.0.0/0` to it, associated with every subnet of the run.
 
-use aws_sdk_ec2::types::{ResourceType, RouteTable};
+use aws_sdk_ec2::types::{InternetGateway, ResourceType, RouteTable};
 
 use super::Ec2;
 use super::error::{AwsError, fail};
@@ -32,10 +32,19 @@ impl Ec2 {
             .await
             .map_err(fail("DescribeInternetGateways", &label))?;
         let (igw_id, attached) = match found.internet_gateways().first() {
-            Some(g) => (
-                g.internet_gateway_id().unwrap_or_default().to_string(),
-                g.attachments().iter().any(|a| a.vpc_id() == Some(vpc_id)),
-            ),
+            Some(g) => {
+                let id = g.internet_gateway_id().unwrap_or_default().to_string();
+                if let Some(other) = attached_elsewhere(g, vpc_id) {
+                    // Only if the step's VPC was replaced by hand; routing through it would fail.
+                    return Err(AwsError::invalid(
+                        "AttachInternetGateway",
+                        label,
+                        format!("{id} is attached to {other}, not {vpc_id}"),
+                    ));
+                }
+                let attached = g.attachments().iter().any(|a| a.vpc_id() == Some(vpc_id));
+                (id, attached)
+            }
             None => {
                 let out = self
                     .client
@@ -61,8 +70,24 @@ impl Ec2 {
             })
             .await;
             match r {
-                // Attached by an earlier attempt whose describe we did not see yet.
-                Err(e) if e.code() == Some("Resource.AlreadyAssociated") => {}
+                // Attached by an earlier attempt whose describe we did not see yet - or to some
+                // other VPC, which the re-check tells apart.
+                Err(e) if e.code() == Some("Resource.AlreadyAssociated") => {
+                    let now = self
+                        .client
+                        .describe_internet_gateways()
+                        .internet_gateway_ids(&igw_id)
+                        .send()
+                        .await
+                        .map_err(fail("DescribeInternetGateways", &igw_id))?;
+                    if now
+                        .internet_gateways()
+                        .iter()
+                        .any(|g| attached_elsewhere(g, vpc_id).is_some())
+                    {
+                        return Err(e);
+                    }
+                }
                 other => other?,
             }
         }
@@ -323,6 +348,14 @@ impl Ec2 {
             other => ignore_not_found(other),
         }
     }
+}
+
+/// The VPC a gateway is attached to, when that is not `vpc_id`.
+fn attached_elsewhere<'a>(g: &'a InternetGateway, vpc_id: &str) -> Option<&'a str> {
+    g.attachments()
+        .iter()
+        .filter_map(|a| a.vpc_id())
+        .find(|v| *v != vpc_id)
 }
 
 fn is_main(t: &RouteTable) -> bool {
