@@ -5,6 +5,7 @@
 //! `aws` (EC2) are the product's providers; `testbed` exists only in builds with the `testbed`
 //! feature, for driving the real binary through crash and rollback tests.
 
+pub mod aws;
 pub mod local;
 #[cfg(feature = "testbed")]
 pub mod testbed;

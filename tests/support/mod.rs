@@ -1,6 +1,8 @@
 //! Drives the real `dbctl` binary (built with the `testbed` provider) in a private directory.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

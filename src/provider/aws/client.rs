@@ -1,0 +1,72 @@
+//! Building the EC2 SDK client.
+//!
+//! Everything standard is left to `aws-config` so dbctl behaves like the AWS CLI: credentials
+//! from env / profile / SSO / web identity / IMDS, region from `AWS_REGION` or the profile, and the
+//! endpoint from `AWS_ENDPOINT_URL_EC2` or `AWS_ENDPOINT_URL` (how the tests point at moto).
+//!
+//! Retry split, decided deliberately: the SDK retries each *call* a few times (standard mode, 3
+//! attempts, exponential backoff with jitter), which absorbs short throttling bursts within one
+//! step. When those attempts are used up the error reaches dbctl classified as `Transient`, and
+//! the saga retries the whole *step* later. Step retries are safe because every `ensure_*` first
+//! adopts what an earlier attempt created. A larger SDK budget would only hide long outages
+//! inside one step, where the journal cannot see or report them.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+use super::Ec2;
+use super::config::AwsSettings;
+use super::error::AwsError;
+use super::fault::{FAULTS_ENV, FaultInterceptor, FaultPlan, FaultyHttpClient};
+
+/// Attempts per API call made by the SDK itself (1 initial + 2 retries).
+pub const SDK_MAX_ATTEMPTS: u32 = 3;
+
+/// Builds an [`Ec2`] from the standard AWS configuration chain plus `settings`.
+///
+/// Guarantees: no network call is made (credentials are resolved lazily on the first request);
+/// fails `Permanent` when no region can be found or `DBCTL_AWS_FAULTS` is malformed.
+pub(crate) async fn connect(settings: &AwsSettings) -> Result<Ec2, AwsError> {
+    // rustls with ring, chosen explicitly: the SDK's `default-https-client` feature is the same
+    // client but with aws-lc-rs as crypto, a much larger C build (CMake) for no gain here.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http.clone())
+        .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS));
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let sdk = loader.load().await;
+    let Some(region) = sdk.region().map(|r| r.to_string()) else {
+        return Err(AwsError::invalid(
+            "connect",
+            "EC2 client",
+            "no AWS region: set aws.region in the project, AWS_REGION, or a profile region",
+        ));
+    };
+
+    let mut builder = aws_sdk_ec2::config::Builder::from(&sdk);
+    match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let plan = FaultPlan::shared(&spec)
+                .map_err(|m| AwsError::invalid("connect", "EC2 client", m))?;
+            tracing::warn!(spec, "AWS fault injection is active");
+            builder = builder
+                .http_client(FaultyHttpClient::wrap(http))
+                .interceptor(FaultInterceptor::new(plan));
+        }
+        _ => {}
+    }
+
+    Ok(Ec2 {
+        client: aws_sdk_ec2::Client::from_conf(builder.build()),
+        settings: Arc::new(settings.clone()),
+        region,
+    })
+}

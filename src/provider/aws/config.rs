@@ -1,0 +1,133 @@
+//! User-facing AWS settings and the small amount of IPv4 arithmetic they need.
+
+use std::net::Ipv4Addr;
+
+/// The `[aws]` settings of a dbctl project. Credentials are never here: they come from the
+/// standard AWS chain (env, profile, SSO, IMDS) in [`super::client`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AwsSettings {
+    /// Overrides the region from the environment/profile (`AWS_REGION`, `~/.aws/config`).
+    pub region: Option<String>,
+    /// An explicit AMI id; when unset, the newest official Debian 12 image is looked up.
+    pub ami: Option<String>,
+    pub instance_type: String,
+    /// The only source allowed on port 22. `None` means no SSH rule at all (private-only: reach
+    /// the instance through a bastion or VPN inside the VPC).
+    pub ssh_cidr: Option<String>,
+    /// Extra sources allowed on 5432 besides the VPC. A `/0` here is rejected.
+    pub extra_pg_cidrs: Vec<String>,
+    pub vpc_cidr: String,
+    /// Give the subnets an internet gateway route and instances a public IP.
+    pub public: bool,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            region: None,
+            ami: None,
+            instance_type: "t3.medium".to_string(),
+            ssh_cidr: None,
+            extra_pg_cidrs: Vec::new(),
+            vpc_cidr: "10.42.0.0/16".to_string(),
+            public: true,
+        }
+    }
+}
+
+/// An IPv4 network, e.g. `10.42.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`. Host bits must be zero (EC2 rejects `10.42.0.1/16` too, but later and
+    /// less clearly).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR (expected a.b.c.d/n)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{text:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{text:?}: prefix must be 0..=32"))?;
+        let cidr = Cidr { addr, prefix };
+        if u32::from(addr) & !cidr.mask() != 0 {
+            return Err(format!("{text:?} has host bits set"));
+        }
+        Ok(cidr)
+    }
+
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+
+    /// True for `0.0.0.0/0`-style "the whole internet" ranges.
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
+    /// The `index`-th subnet of `prefix` bits inside this network, or `None` when it does not fit.
+    pub fn subnet(&self, prefix: u8, index: u32) -> Option<Cidr> {
+        if prefix < self.prefix || prefix > 32 {
+            return None;
+        }
+        let count = 1u64 << (prefix - self.prefix);
+        if u64::from(index) >= count {
+            return None;
+        }
+        let size = 1u64 << (32 - prefix);
+        let base = u64::from(u32::from(self.addr)) + u64::from(index) * size;
+        Some(Cidr {
+            addr: Ipv4Addr::from(base as u32),
+            prefix,
+        })
+    }
+
+    /// The prefix used for per-zone subnets: 16 subnets per VPC (room for every AZ of any
+    /// region), but never smaller than /28, the smallest subnet EC2 allows.
+    pub fn zone_subnet_prefix(&self) -> u8 {
+        (self.prefix + 4).min(28)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert_eq!(Cidr::parse("10.42.0.0/16").unwrap().prefix, 16);
+        assert!(Cidr::parse("10.42.0.1/16").is_err());
+        assert!(Cidr::parse("10.42.0.0").is_err());
+        assert!(Cidr::parse("10.42.0.0/33").is_err());
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().is_everything());
+        assert!(Cidr::parse("::/0").is_err());
+    }
+
+    #[test]
+    fn carves_zone_subnets() {
+        let vpc = Cidr::parse("10.42.0.0/16").unwrap();
+        let p = vpc.zone_subnet_prefix();
+        assert_eq!(vpc.subnet(p, 0).unwrap().to_string(), "10.42.0.0/20");
+        assert_eq!(vpc.subnet(p, 2).unwrap().to_string(), "10.42.32.0/20");
+        assert!(vpc.subnet(p, 16).is_none());
+    }
+}
