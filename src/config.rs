@@ -92,12 +92,42 @@ impl Default for LocalSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSection {
+    /// Overrides AWS_REGION / the profile's region.
     pub region: Option<String>,
-    /// Zones to consider; when empty, `<region>a`, `<region>b`, `<region>c` are planned.
+    /// Zones to plan with when the API is not asked; `<region>a..c` when empty.
     pub zones: Vec<String>,
+    /// AMI id; default: the newest official Debian 12 image.
+    pub ami: Option<String>,
+    /// Instance type; default: derived from the spec's size.
+    pub instance_type: Option<String>,
+    /// The only source allowed on port 22; unset = no SSH rule (private-only).
+    pub ssh_cidr: Option<String>,
+    /// Sources allowed on 5432 besides the VPC (never 0.0.0.0/0).
+    pub extra_pg_cidrs: Vec<String>,
+    pub vpc_cidr: String,
+    /// Internet gateway + public IPs (needed for dbctl to SSH in from outside the VPC).
+    pub public: bool,
+    /// How long the deploy stage waits for a node's host key and SSH before failing the run.
+    pub ssh_wait_secs: u64,
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        AwsSection {
+            region: None,
+            zones: Vec::new(),
+            ami: None,
+            instance_type: None,
+            ssh_cidr: None,
+            extra_pg_cidrs: Vec::new(),
+            vpc_cidr: "10.42.0.0/16".into(),
+            public: true,
+            ssh_wait_secs: 600,
+        }
+    }
 }
 
 impl Config {

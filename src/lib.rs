@@ -5,6 +5,7 @@
 //! steps with retries, resume and rollback), [`journal`] (durable state), [`operations`] (what
 //! each command does), [`cli`] and [`progress`] (the user-facing edges).
 pub mod cli;
+pub mod cloud_init;
 pub mod config;
 pub mod error;
 pub mod flow;

@@ -64,6 +64,14 @@ pub struct SpecArgs {
     #[arg(long)]
     pub image: Option<String>,
 
+    /// AWS instance type, e.g. m6i.large [default: from the size]
+    #[arg(long)]
+    pub instance_type: Option<String>,
+
+    /// AWS: the only source range allowed to reach SSH (port 22) [default: config aws.ssh_cidr]
+    #[arg(long, value_name = "CIDR")]
+    pub ssh_cidr: Option<String>,
+
     /// Application database name [default: NAME with - as _]
     #[arg(long)]
     pub database: Option<String>,
@@ -114,6 +122,8 @@ impl SpecArgs {
             region: self.region.clone(),
             zones: some_vec(&self.zones),
             image: self.image.clone(),
+            instance_type: self.instance_type.clone(),
+            ssh_cidr: self.ssh_cidr.clone(),
             database: self.database.clone(),
             extensions: some_vec(&self.extensions),
             users: some_vec(&self.users),

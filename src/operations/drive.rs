@@ -26,10 +26,13 @@ fn saga_for(
     let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
         .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
     let provider = app.provider(&spec.provider)?;
+    let placement: crate::scheduler::Placement = serde_json::from_str(&run.placement_json)
+        .map_err(|e| anyhow::anyhow!("run {}: unreadable placement in journal: {e}", run.id))?;
     let info = RunInfo {
         run_id: &run.id,
         instance_id: &run.instance_id,
         spec: &spec,
+        placement: &placement,
     };
     let mut bound = Vec::new();
     for row in journal.steps(&run.id)? {

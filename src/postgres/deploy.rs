@@ -40,7 +40,7 @@ impl Step for DeployPrimary {
             ctx,
             node,
             "prepare data disk and cluster",
-            &as_root(&[&major, &pg.access.data_device()]),
+            &as_root(&[&major, &pg.access.data_device(ctx, node)?]),
             Some(PREPARE.as_bytes()),
             Duration::from_secs(600),
         )
@@ -125,6 +125,14 @@ impl Step for DeployPrimary {
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
         // Without a recorded VM there is no node to undo anything on.
         if ctx.input(&format!("provision.vm.{}", self.node)).is_none() {
+            return Ok(());
+        }
+        // A node that cannot be reached has nothing we could undo; its VM goes next anyway.
+        if let Err(e) = self.pg.access.session(ctx, &self.node).await {
+            ctx.log(&format!(
+                "{}: not reachable ({e}); nothing to undo on the node",
+                self.node
+            ));
             return Ok(());
         }
         let major = self.pg.spec.version.to_string();

@@ -37,7 +37,7 @@ pub trait NodeAccess: Send + Sync {
     /// Names and addresses the server certificate must carry.
     fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError>;
     /// The stable device path of the node's data disk.
-    fn data_device(&self) -> String;
+    fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
 }
 
 /// What every PostgreSQL step of one run shares.

@@ -29,6 +29,7 @@ pub struct RunInfo<'a> {
     pub run_id: &'a str,
     pub instance_id: &'a str,
     pub spec: &'a InstanceSpec,
+    pub placement: &'a crate::scheduler::Placement,
 }
 
 /// A node as its provider sees it right now (for `dbctl status`).
@@ -104,6 +105,10 @@ pub fn connect(
             &config.local,
             dirs.state.clone(),
             dirs.cache.clone(),
+        ))),
+        "aws" => Ok(Box::new(aws::provider::Aws::new(
+            &config.aws,
+            dirs.state.clone(),
         ))),
         #[cfg(feature = "testbed")]
         "testbed" => Ok(Box::new(testbed::Testbed::from_env()?)),

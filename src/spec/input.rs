@@ -24,6 +24,8 @@ pub struct SpecInput {
     pub region: Option<String>,
     pub zones: Option<Vec<String>>,
     pub image: Option<String>,
+    pub instance_type: Option<String>,
+    pub ssh_cidr: Option<String>,
     pub database: Option<String>,
     pub extensions: Option<Vec<String>>,
     pub users: Option<Vec<String>>,
@@ -63,8 +65,26 @@ impl SpecInput {
             ($($f:ident),*) => { SpecInput { $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
-            project, name, engine, version, size, cpus, memory_gib, disk_gib, ha, provider, region,
-            zones, image, database, extensions, users, tags, ttl
+            project,
+            name,
+            engine,
+            version,
+            size,
+            cpus,
+            memory_gib,
+            disk_gib,
+            ha,
+            provider,
+            region,
+            zones,
+            image,
+            instance_type,
+            ssh_cidr,
+            database,
+            extensions,
+            users,
+            tags,
+            ttl
         )
     }
 }

@@ -42,6 +42,12 @@ pub struct InstanceSpec {
     /// Zones the nodes may be placed in; empty = any zone the provider offers.
     pub zones: Vec<String>,
     pub image: Option<String>,
+    /// Cloud instance type (aws); default: derived from `resources`.
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    /// The only source allowed to reach port 22 (aws); default: the config's `aws.ssh_cidr`.
+    #[serde(default)]
+    pub ssh_cidr: Option<String>,
     /// Database created for the application (defaults to the name with `-` → `_`).
     pub database: String,
     pub extensions: Vec<String>,

@@ -327,6 +327,31 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
     {
         return err("image", "must be 1-255 characters without spaces");
     }
+    if let Some(t) = &input.instance_type {
+        let ok = t.len() <= 32
+            && t.split_once('.')
+                .is_some_and(|(fam, size)| !fam.is_empty() && !size.is_empty())
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !ok {
+            return err(
+                "instance_type",
+                format!("expected a type like t3.medium, got {t:?}"),
+            );
+        }
+    }
+    if let Some(c) = &input.ssh_cidr {
+        match crate::provider::aws::Cidr::parse(c) {
+            Ok(cidr) if cidr.is_everything() => {
+                return err(
+                    "ssh_cidr",
+                    "must not open SSH to the whole internet (0.0.0.0/0); give your own address range",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return err("ssh_cidr", e),
+        }
+    }
     let database = input
         .database
         .clone()
@@ -384,6 +409,8 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
         region,
         zones,
         image: input.image,
+        instance_type: input.instance_type,
+        ssh_cidr: input.ssh_cidr,
         database,
         extensions,
         users,

@@ -31,6 +31,11 @@ impl Env {
         Env::for_provider("testbed", extra)
     }
 
+    /// An environment whose default provider is aws (point AWS_ENDPOINT_URL at moto first).
+    pub fn aws(extra: &str) -> Env {
+        Env::for_provider("aws", extra)
+    }
+
     /// An environment whose default provider is the real local one (QEMU VMs).
     pub fn local() -> Env {
         Env::for_provider("local", "")

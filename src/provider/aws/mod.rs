@@ -14,6 +14,7 @@
 //!   resource by tags; "already gone" is success. Deletes check and wait for dependencies
 //!   themselves, because EC2 reports them late (and moto not at all).
 
+mod access;
 pub mod ami;
 pub mod client;
 pub mod config;
@@ -22,8 +23,10 @@ pub mod fault;
 pub mod instance;
 pub mod keypair;
 pub mod network;
+pub mod provider;
 pub mod routing;
 pub mod security_group;
+mod steps;
 pub mod sweep;
 pub mod tags;
 pub mod volume;

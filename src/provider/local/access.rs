@@ -47,7 +47,10 @@ impl NodeAccess for LocalAccess {
         ])
     }
 
-    fn data_device(&self) -> String {
-        format!("/dev/disk/by-id/virtio-{}", super::steps::DATA_SERIAL)
+    fn data_device(&self, _ctx: &StepCtx, _node: &str) -> Result<String, StepError> {
+        Ok(format!(
+            "/dev/disk/by-id/virtio-{}",
+            super::steps::DATA_SERIAL
+        ))
     }
 }

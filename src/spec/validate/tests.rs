@@ -115,6 +115,9 @@ fn bad_specs_name_the_field() {
         ("name = \"x\"\nttl = \"soon\"", "ttl"),
         ("name = \"x\"\nttl = \"1m\"", "ttl"),
         ("name = \"x\"\nttl = \"400d\"", "ttl"),
+        ("name = \"x\"\ninstance_type = \"huge\"", "instance_type"),
+        ("name = \"x\"\nssh_cidr = \"0.0.0.0/0\"", "ssh_cidr"),
+        ("name = \"x\"\nssh_cidr = \"10.0.0.300/8\"", "ssh_cidr"),
     ];
     assert!(cases.len() >= 25);
     for (toml_text, field) in cases {

@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{io_err, resolve_image};
+use crate::cloud_init::{self, NodeIdentity};
 use crate::provider::local::firewall_ports;
 use crate::provider::local::paths::VmPaths;
 use crate::provider::local::qemu::{self, VmConfig};
-use crate::provider::local::seed::{self, NodeIdentity};
+use crate::provider::local::seed;
 use crate::provider::local::{LocalEnv, RunPaths, host, node_index, private_ip, process};
 use crate::saga::{Step, StepCtx, StepError};
 use crate::ssh::{SshTarget, host_key_from_console, parse_public_key};
@@ -129,7 +130,7 @@ impl VmStep {
         } else {
             "replica"
         };
-        let user_data = seed::user_data(&NodeIdentity {
+        let user_data = cloud_init::user_data(&NodeIdentity {
             hostname: &hostname,
             run_id: &self.run_id,
             instance: &self.instance,

@@ -1,0 +1,155 @@
+//! How the PostgreSQL steps reach an EC2 node: SSH to its public (or private) address with the
+//! host key read from the instance's console output (GetConsoleOutput), never trusted on first
+//! use. Waits are bounded (`aws.ssh_wait_secs`): a node that never shows its key fails the run,
+//! which then rolls back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::InstanceOut;
+use super::steps::{AwsEnv, input, step_err};
+use crate::postgres::NodeAccess;
+use crate::saga::{StepCtx, StepError};
+use crate::ssh::{ClientKey, SshSession, SshTarget, host_key_from_console};
+
+pub struct AwsAccess {
+    pub env: Arc<AwsEnv>,
+    pub dns_name: String,
+}
+
+/// Sessions by instance id, shared by the run's steps in this process.
+fn sessions() -> &'static Mutex<HashMap<String, Arc<SshSession>>> {
+    static S: OnceLock<Mutex<HashMap<String, Arc<SshSession>>>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn vm(ctx: &StepCtx, node: &str) -> Result<InstanceOut, StepError> {
+    input(ctx, &format!("provision.vm.{node}"))
+}
+
+impl AwsAccess {
+    async fn host_key(
+        &self,
+        vm: &InstanceOut,
+        deadline: Instant,
+    ) -> Result<russh::keys::PublicKey, StepError> {
+        let ec2 = self.env.ec2().await?;
+        let mut delay = Duration::from_secs(2);
+        loop {
+            let out = ec2
+                .sdk()
+                .get_console_output()
+                .instance_id(&vm.instance_id)
+                .latest(true)
+                .send()
+                .await;
+            let text = match out {
+                Ok(o) => o
+                    .output()
+                    .and_then(|b| aws_smithy_types::base64::decode(b).ok())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                Err(e) => {
+                    return Err(step_err(super::error::classify(
+                        "GetConsoleOutput",
+                        &vm.instance_id,
+                        e,
+                    )));
+                }
+            };
+            if let Some(key) = text.as_deref().and_then(host_key_from_console) {
+                return Ok(key);
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::Permanent(format!(
+                    "{}: no SSH host key in its console output after {} s; cannot verify the host, refusing to connect",
+                    vm.instance_id,
+                    self.env.ssh_wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(15));
+        }
+    }
+}
+
+#[async_trait]
+impl NodeAccess for AwsAccess {
+    async fn session(&self, ctx: &StepCtx, node: &str) -> Result<Arc<SshSession>, StepError> {
+        let vm = vm(ctx, node)?;
+        let mut all = sessions().lock().await;
+        if let Some(s) = all.get(&vm.instance_id).filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let deadline = Instant::now() + self.env.ssh_wait;
+        let host_key = self.host_key(&vm, deadline).await?;
+        let host = vm
+            .public_ip
+            .clone()
+            .or(vm.private_ip.clone())
+            .ok_or_else(|| StepError::Permanent(format!("{}: no IP address", vm.instance_id)))?;
+        let key = ClientKey::load_or_create(&self.env.state_dir.join("ssh"))
+            .map_err(|e| StepError::Permanent(format!("dbctl SSH key: {e}")))?;
+        // Debian's cloud images log in as `admin`; dbctl's user-data adds `dbctl` as well.
+        let target = SshTarget {
+            host,
+            port: 22,
+            user: "dbctl".into(),
+            host_key,
+        };
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match SshSession::connect(&target, &key, Duration::from_secs(20)).await {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    all.insert(vm.instance_id.clone(), s.clone());
+                    return Ok(s);
+                }
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(StepError::Permanent(format!("{node}: {e}"))),
+            }
+        }
+    }
+
+    fn pg_endpoint(&self, ctx: &StepCtx, node: &str) -> Result<(String, u16), StepError> {
+        let vm = vm(ctx, node)?;
+        let host = vm
+            .public_ip
+            .or(vm.private_ip)
+            .ok_or_else(|| StepError::Permanent(format!("{node}: no IP address")))?;
+        Ok((host, 5432))
+    }
+
+    fn vpc_cidr(&self) -> String {
+        self.env.settings.vpc_cidr.clone()
+    }
+
+    fn client_cidrs(&self) -> Vec<String> {
+        let mut c = vec![self.env.settings.vpc_cidr.clone()];
+        c.extend(self.env.settings.extra_pg_cidrs.iter().cloned());
+        c
+    }
+
+    fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError> {
+        let vm = vm(ctx, node)?;
+        let mut names = vec![self.dns_name.clone()];
+        names.extend(vm.public_ip);
+        names.extend(vm.private_ip);
+        Ok(names)
+    }
+
+    fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError> {
+        // Nitro instances expose EBS volumes as NVMe devices named after the volume id.
+        let vol: super::VolumeOut = input(ctx, &format!("provision.disk.{node}"))?;
+        Ok(format!(
+            "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
+            vol.volume_id.replace('-', "")
+        ))
+    }
+}

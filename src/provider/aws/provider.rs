@@ -1,0 +1,139 @@
+//! The `aws` provider: binds the flow's actions to EC2 calls (provision) and to the shared
+//! PostgreSQL steps over SSH (deploy, setup), with one EC2 client per run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::access::AwsAccess;
+use super::steps::{AwsEnv, AwsStep};
+use crate::config::AwsSection;
+use crate::flow::Action;
+use crate::postgres::{DeployPrimary, Pg, SetupPrimary};
+use crate::provider::{Provider, RunInfo};
+use crate::register::RegisterEndpoints;
+use crate::saga::Step;
+use crate::scheduler::ZoneInfo;
+use crate::spec::{InstanceSpec, ValidationError};
+
+pub struct Aws {
+    config: AwsSection,
+    state_dir: PathBuf,
+    /// One environment (settings + lazily connected client) per run.
+    envs: Mutex<HashMap<String, Arc<AwsEnv>>>,
+}
+
+impl Aws {
+    pub fn new(config: &AwsSection, state_dir: PathBuf) -> Aws {
+        Aws {
+            config: config.clone(),
+            state_dir,
+            envs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn env(&self, run: &RunInfo<'_>) -> Arc<AwsEnv> {
+        let mut envs = self.envs.lock().unwrap_or_else(|p| p.into_inner());
+        envs.entry(run.run_id.to_string())
+            .or_insert_with(|| {
+                Arc::new(AwsEnv::new(&self.config, run.spec, self.state_dir.clone()))
+            })
+            .clone()
+    }
+}
+
+/// The smallest current-generation type that holds the spec's vCPUs and memory.
+pub fn instance_type_for(spec: &InstanceSpec) -> String {
+    const TYPES: &[(&str, u32, u32)] = &[
+        ("t3.micro", 2, 1),
+        ("t3.small", 2, 2),
+        ("t3.medium", 2, 4),
+        ("m6i.large", 2, 8),
+        ("r6i.large", 2, 16),
+        ("m6i.xlarge", 4, 16),
+        ("r6i.xlarge", 4, 32),
+        ("m6i.2xlarge", 8, 32),
+        ("r6i.2xlarge", 8, 64),
+        ("m6i.4xlarge", 16, 64),
+        ("r6i.4xlarge", 16, 128),
+        ("m6i.8xlarge", 32, 128),
+        ("r6i.8xlarge", 32, 256),
+        ("m6i.16xlarge", 64, 256),
+        ("r6i.16xlarge", 64, 512),
+    ];
+    let r = spec.resources;
+    TYPES
+        .iter()
+        .find(|(_, cpu, mem)| *cpu >= r.vcpus && *mem >= r.memory_gib)
+        .map(|(t, _, _)| t.to_string())
+        .unwrap_or_else(|| "r6i.16xlarge".into())
+}
+
+#[async_trait::async_trait]
+impl Provider for Aws {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn zones(&self, region: &str) -> Vec<ZoneInfo> {
+        crate::provider::configured_zones(
+            &crate::config::Config {
+                aws: self.config.clone(),
+                ..Default::default()
+            },
+            "aws",
+            region,
+        )
+        .into_iter()
+        .map(|name| ZoneInfo {
+            name,
+            free_nodes: None,
+            live_nodes: 0,
+        })
+        .collect()
+    }
+
+    fn preflight(&self, spec: &InstanceSpec) -> Result<(), ValidationError> {
+        if spec.ha {
+            return Err(ValidationError::new(
+                "ha",
+                "aws: HA (streaming replicas) is not implemented in this build yet",
+            ));
+        }
+        Ok(())
+    }
+
+    fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {
+        let env = self.env(run);
+        let pg = || {
+            Arc::new(Pg {
+                access: Arc::new(AwsAccess {
+                    env: env.clone(),
+                    dns_name: format!("{}.{}.dbctl.internal", run.spec.name, run.spec.project),
+                }),
+                spec: run.spec.clone(),
+                instance_id: run.instance_id.to_string(),
+                state_dir: self.state_dir.clone(),
+            })
+        };
+        match action {
+            Action::DeployPrimary { node } => Arc::new(DeployPrimary {
+                pg: pg(),
+                node: node.clone(),
+            }),
+            Action::SetupPrimary { node } => Arc::new(SetupPrimary {
+                pg: pg(),
+                node: node.clone(),
+            }),
+            Action::RegisterEndpoints => Arc::new(RegisterEndpoints {
+                nodes: vec![("primary".into(), "primary".into(), "setup.primary".into())],
+            }),
+            _ => Arc::new(AwsStep {
+                env,
+                step: step.to_string(),
+                action: action.clone(),
+                zones: run.placement.nodes.iter().map(|n| n.zone.clone()).collect(),
+            }),
+        }
+    }
+}

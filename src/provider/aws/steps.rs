@@ -1,0 +1,279 @@
+//! The aws provider's provisioning steps: each flow action mapped to the idempotent
+//! `ensure_*` / `delete_*` calls of [`super::Ec2`]. Every create is tagged with the run and step,
+//! and every `delete_*` finds its resource by those tags when the journal lost the outputs.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{
+    AwsError, AwsSettings, Ec2, InstanceOut, InstanceRequest, KeyPairOut, NetworkOut, RunTags,
+    SecurityGroupOut, VolumeOut, VolumeRequest,
+};
+use crate::config::AwsSection;
+use crate::flow::Action;
+use crate::saga::{Step, StepCtx, StepError};
+use crate::spec::InstanceSpec;
+
+/// One run's AWS settings and its lazily connected client.
+pub struct AwsEnv {
+    pub settings: AwsSettings,
+    pub ssh_wait: std::time::Duration,
+    pub state_dir: PathBuf,
+    project: String,
+    instance: String,
+    ec2: OnceCell<Ec2>,
+}
+
+pub fn step_err(e: AwsError) -> StepError {
+    if e.is_transient() {
+        StepError::Transient(e.to_string())
+    } else {
+        StepError::Permanent(e.to_string())
+    }
+}
+
+impl AwsEnv {
+    pub fn new(config: &AwsSection, spec: &InstanceSpec, state_dir: PathBuf) -> AwsEnv {
+        let settings = AwsSettings {
+            region: Some(spec.region.clone()),
+            ami: spec.image.clone().or_else(|| config.ami.clone()),
+            instance_type: spec
+                .instance_type
+                .clone()
+                .or_else(|| config.instance_type.clone())
+                .unwrap_or_else(|| super::provider::instance_type_for(spec)),
+            ssh_cidr: spec.ssh_cidr.clone().or_else(|| config.ssh_cidr.clone()),
+            extra_pg_cidrs: config.extra_pg_cidrs.clone(),
+            vpc_cidr: config.vpc_cidr.clone(),
+            public: config.public,
+        };
+        AwsEnv {
+            settings,
+            ssh_wait: std::time::Duration::from_secs(config.ssh_wait_secs),
+            state_dir,
+            project: spec.project.clone(),
+            instance: spec.name.clone(),
+            ec2: OnceCell::new(),
+        }
+    }
+
+    pub async fn ec2(&self) -> Result<&Ec2, StepError> {
+        self.ec2
+            .get_or_try_init(|| Ec2::connect(&self.settings))
+            .await
+            .map_err(step_err)
+    }
+
+    /// The tags of this run; the generation moves on after a rollback of the step.
+    pub fn tags(&self, ctx: &StepCtx) -> RunTags {
+        RunTags {
+            run_id: ctx.run_id.clone(),
+            project: self.project.clone(),
+            instance: self.instance.clone(),
+            generation: ctx.generation,
+        }
+    }
+}
+
+pub struct AwsStep {
+    pub env: std::sync::Arc<AwsEnv>,
+    pub step: String,
+    pub action: Action,
+    /// Zones the run's nodes were placed in (the network gets a subnet in each).
+    pub zones: Vec<String>,
+}
+
+/// The recorded outputs of another step, typed.
+pub fn input<T: DeserializeOwned>(ctx: &StepCtx, step: &str) -> Result<T, StepError> {
+    let v = ctx
+        .input(step)
+        .ok_or_else(|| StepError::Permanent(format!("no outputs of {step}")))?;
+    serde_json::from_value(v.clone())
+        .map_err(|e| StepError::Permanent(format!("{step} outputs: {e}")))
+}
+
+fn own<T: DeserializeOwned>(ctx: &StepCtx) -> Option<T> {
+    ctx.outputs
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+fn json<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).expect("outputs serialize")
+}
+
+#[async_trait]
+impl Step for AwsStep {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let ec2 = self.env.ec2().await?;
+        let tags = self.env.tags(ctx);
+        let step = self.step.as_str();
+        let kind = match &self.action {
+            Action::Network => "vpc",
+            Action::Firewall => "security-group",
+            Action::KeyPair => "key-pair",
+            Action::Vm { .. } => "instance",
+            Action::Disk { .. } => "volume",
+            _ => "attachment",
+        };
+        ctx.resource_intent(kind, step, None)?;
+        let (id, out) = match &self.action {
+            Action::Network => {
+                let mut zones = self.zones.clone();
+                zones.sort();
+                zones.dedup();
+                let n = ec2
+                    .ensure_network(&tags, step, &zones)
+                    .await
+                    .map_err(step_err)?;
+                (n.vpc_id.clone(), json(n))
+            }
+            Action::Firewall => {
+                let net: NetworkOut = input(ctx, "provision.network")?;
+                let sg = ec2
+                    .ensure_security_group(&tags, step, &net.vpc_id, &net.vpc_cidr)
+                    .await
+                    .map_err(step_err)?;
+                (sg.group_id.clone(), json(sg))
+            }
+            Action::KeyPair => {
+                let key = crate::ssh::ClientKey::load_or_create(&self.env.state_dir.join("ssh"))
+                    .map_err(|e| StepError::Permanent(format!("dbctl SSH key: {e}")))?;
+                let kp = ec2
+                    .ensure_key_pair(&tags, step, &key.public_openssh())
+                    .await
+                    .map_err(step_err)?;
+                (kp.key_name.clone(), json(kp))
+            }
+            Action::Vm { node, zone } => {
+                let net: NetworkOut = input(ctx, "provision.network")?;
+                let sg: SecurityGroupOut = input(ctx, "provision.firewall")?;
+                let kp: KeyPairOut = input(ctx, "provision.keypair")?;
+                let subnet = net
+                    .subnets
+                    .iter()
+                    .find(|s| &s.zone == zone)
+                    .ok_or_else(|| StepError::Permanent(format!("no subnet in zone {zone}")))?;
+                let key = crate::ssh::ClientKey::load_or_create(&self.env.state_dir.join("ssh"))
+                    .map_err(|e| StepError::Permanent(format!("dbctl SSH key: {e}")))?;
+                let user_data = crate::cloud_init::user_data(&crate::cloud_init::NodeIdentity {
+                    hostname: &format!("{}-{node}", self.env.instance),
+                    run_id: &ctx.run_id,
+                    instance: &self.env.instance,
+                    node,
+                    role: if node == "primary" {
+                        "primary"
+                    } else {
+                        "replica"
+                    },
+                    private_ip: "dhcp",
+                    ssh_public_key: &key.public_openssh(),
+                })
+                .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
+                let req = InstanceRequest {
+                    zone: zone.clone(),
+                    subnet_id: subnet.subnet_id.clone(),
+                    security_group_id: sg.group_id.clone(),
+                    key_name: kp.key_name.clone(),
+                    user_data: Some(user_data),
+                    ami: self.env.settings.ami.clone(),
+                    instance_type: Some(self.env.settings.instance_type.clone()),
+                };
+                let i = ec2
+                    .ensure_instance(&tags, step, &req, &ctx.client_token)
+                    .await
+                    .map_err(step_err)?;
+                (i.instance_id.clone(), json(i))
+            }
+            Action::Disk { zone, size_gib, .. } => {
+                let req = VolumeRequest {
+                    zone: zone.clone(),
+                    size_gib: *size_gib as i32,
+                    iops: None,
+                    throughput: None,
+                };
+                let v = ec2
+                    .ensure_volume(&tags, step, &req, &ctx.client_token)
+                    .await
+                    .map_err(step_err)?;
+                (v.volume_id.clone(), json(v))
+            }
+            Action::AttachDisk { node } => {
+                let vm: InstanceOut = input(ctx, &format!("provision.vm.{node}"))?;
+                let vol: VolumeOut = input(ctx, &format!("provision.disk.{node}"))?;
+                ec2.attach_volume(&tags, step, &vol.volume_id, &vm.instance_id, DEVICE)
+                    .await
+                    .map_err(step_err)?;
+                (
+                    vol.volume_id.clone(),
+                    serde_json::json!({ "volume_id": vol.volume_id, "instance_id": vm.instance_id, "device": DEVICE }),
+                )
+            }
+            other => {
+                return Err(StepError::Permanent(format!(
+                    "{step}: action {other:?} is not a provisioning action"
+                )));
+            }
+        };
+        ctx.resource_created(kind, step, &id)?;
+        Ok(out)
+    }
+
+    async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let ec2 = self.env.ec2().await?;
+        let tags = self.env.tags(ctx);
+        let step = self.step.as_str();
+        let (kind, res) = match &self.action {
+            Action::Network => (
+                "vpc",
+                ec2.delete_network(&tags, step, own::<NetworkOut>(ctx).as_ref())
+                    .await,
+            ),
+            Action::Firewall => (
+                "security-group",
+                ec2.delete_security_group(&tags, step, own::<SecurityGroupOut>(ctx).as_ref())
+                    .await,
+            ),
+            Action::KeyPair => (
+                "key-pair",
+                ec2.delete_key_pair(&tags, step, own::<KeyPairOut>(ctx).as_ref())
+                    .await,
+            ),
+            Action::Vm { .. } => (
+                "instance",
+                ec2.delete_instance(&tags, step, own::<InstanceOut>(ctx).as_ref())
+                    .await,
+            ),
+            Action::Disk { .. } => (
+                "volume",
+                ec2.delete_volume(&tags, step, own::<VolumeOut>(ctx).as_ref())
+                    .await,
+            ),
+            Action::AttachDisk { node } => {
+                // Both ids come from the steps it joined; without them nothing was attached.
+                let (Ok(vm), Ok(vol)) = (
+                    input::<InstanceOut>(ctx, &format!("provision.vm.{node}")),
+                    input::<VolumeOut>(ctx, &format!("provision.disk.{node}")),
+                ) else {
+                    return Ok(());
+                };
+                (
+                    "attachment",
+                    ec2.detach_volume(&tags, step, &vol.volume_id, &vm.instance_id)
+                        .await,
+                )
+            }
+            _ => return Ok(()),
+        };
+        res.map_err(step_err)?;
+        ctx.resource_deleted(kind, step)
+    }
+}
+
+/// Where the data volume is attached (shows up as an NVMe device on Nitro instances).
+pub const DEVICE: &str = "/dev/xvdf";

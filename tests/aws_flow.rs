@@ -1,0 +1,258 @@
+//! The aws provider through the real binary against moto_server: provisioning is tagged and
+//! idempotent across crashes, the deploy stage fails clearly (an emulated instance has no SSH)
+//! after a bounded wait, and every failure rolls back to zero resources tagged with the run.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
+use support::{Env, moto, stderr, was_killed};
+
+/// A testbed-free environment whose provider is aws, with a short SSH wait (moto instances
+/// never answer).
+fn aws_env() -> Env {
+    Env::aws("[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n")
+}
+
+async fn by_kind(run: &str) -> BTreeMap<String, usize> {
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let mut m = BTreeMap::new();
+    for r in ec2.tagged_resources(run).await.unwrap() {
+        // The instance's root volume carries the run's tags too; the data volume is the one
+        // tagged with the disk step.
+        let key = match r.kind {
+            ResourceKind::Volume => format!("Volume:{}", r.step.unwrap_or_default()),
+            k => format!("{k:?}"),
+        };
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_is_tagged_deploy_fails_at_ssh_and_rollback_leaves_nothing() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let out = env.run(&["create", "db", "--on-failure", "keep"], None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("deploy.primary")
+            && err.contains("no SSH host key in its console output after 2 s"),
+        "{err}"
+    );
+    let run = env.last_run();
+    let kinds = by_kind(&run).await;
+    for k in [
+        "Vpc",
+        "SecurityGroup",
+        "Instance",
+        "Volume:provision.disk.primary",
+        "KeyPair",
+    ] {
+        assert_eq!(kinds.get(k), Some(&1), "{kinds:?}");
+    }
+    // What the instance and volume look like in EC2.
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let (_, st) = env.json(&["status", &run]);
+    let step = |n: &str| {
+        st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()["outputs"]
+            .clone()
+    };
+    let iid = step("provision.vm.primary")["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inst = ec2
+        .sdk()
+        .describe_instances()
+        .instance_ids(&iid)
+        .send()
+        .await
+        .unwrap();
+    let i = &inst.reservations()[0].instances()[0];
+    assert_eq!(
+        i.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
+    assert!(
+        i.tags()
+            .iter()
+            .any(|t| t.key() == Some("dbctl:run") && t.value() == Some(run.as_str()))
+    );
+    let vid = step("provision.disk.primary")["volume_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vol = ec2
+        .sdk()
+        .describe_volumes()
+        .volume_ids(&vid)
+        .send()
+        .await
+        .unwrap();
+    let v = &vol.volumes()[0];
+    assert_eq!(
+        (v.encrypted(), v.volume_type().map(|t| t.as_str())),
+        (Some(true), Some("gp3"))
+    );
+    assert_eq!(v.attachments()[0].instance_id(), Some(iid.as_str()));
+    let sg = step("provision.firewall")["group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let groups = ec2
+        .sdk()
+        .describe_security_groups()
+        .group_ids(&sg)
+        .send()
+        .await
+        .unwrap();
+    for p in groups.security_groups()[0].ip_permissions() {
+        let open = p
+            .ip_ranges()
+            .iter()
+            .any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
+        assert!(
+            !(open && p.from_port() == Some(5432)),
+            "5432 open to the world"
+        );
+        if p.from_port() == Some(22) {
+            assert!(
+                p.ip_ranges()
+                    .iter()
+                    .all(|r| r.cidr_ip() == Some("203.0.113.0/24")),
+                "{p:?}"
+            );
+        }
+    }
+
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+
+    // Without --on-failure keep, the same failure rolls back by itself.
+    let out = env.run(&["create", "db2"], None);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let run2 = env.last_run();
+    assert!(
+        by_kind(&run2).await.is_empty(),
+        "{:?}",
+        by_kind(&run2).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_each_create_call_then_resume_yields_exactly_one_of_each() {
+    let _moto = moto::session().await;
+    for (step, kind) in [
+        ("provision.vm.primary", "Instance"),
+        ("provision.disk.primary", "Volume:provision.disk.primary"),
+        ("provision.firewall", "SecurityGroup"),
+    ] {
+        let env = aws_env();
+        let out = env.run(
+            &["create", "db", "--on-failure", "keep"],
+            Some(&format!("{step}@after=crash")),
+        );
+        assert!(was_killed(&out), "{step}: {}", stderr(&out));
+        let run = env.last_run();
+        assert_eq!(by_kind(&run).await.get(kind), Some(&1), "{step}");
+        // Resume re-executes the step: the tag lookup adopts what the lost call created.
+        let out = env.run(&["resume", &run], None);
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "{step}: deploy still fails: {}",
+            stderr(&out)
+        );
+        let kinds = by_kind(&run).await;
+        for k in [
+            "Instance",
+            "Volume:provision.disk.primary",
+            "SecurityGroup",
+            "Vpc",
+            "KeyPair",
+        ] {
+            assert_eq!(kinds.get(k), Some(&1), "{step}: {kinds:?}");
+        }
+        assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
+        assert!(by_kind(&run).await.is_empty(), "{step}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_at_every_provision_step_rolls_back_to_zero_resources() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let (_, plan) = env.json(&["plan", "db", "--provider", "aws"]);
+    let steps: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "provision")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps.len(), 6, "{steps:?}");
+    for step in &steps {
+        let out = env.run(
+            &[
+                "create",
+                &format!("f{}", steps.iter().position(|s| s == step).unwrap()),
+            ],
+            Some(&format!("{step}@after=permanent")),
+        );
+        assert_eq!(out.status.code(), Some(4), "{step}: {}", stderr(&out));
+        let run = env.last_run();
+        assert!(
+            by_kind(&run).await.is_empty(),
+            "{step}: {:?}",
+            by_kind(&run).await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_is_retried_and_the_run_goes_on() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let out = env
+        .command(&["create", "db", "--on-failure", "keep"], None)
+        // Each RunInstances attempt is throttled 4 times: more than the SDK's own 3 attempts, so
+        // dbctl's step retry must take over.
+        .env("DBCTL_AWS_FAULTS", "RunInstances=throttle*4")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "fails only at deploy: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("provision.vm.primary: attempt 1 failed"),
+        "{}",
+        stderr(&out)
+    );
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let vm = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "provision.vm.primary")
+        .unwrap()
+        .clone();
+    assert_eq!(vm["state"], "done");
+    assert!(vm["attempts"].as_u64().unwrap() >= 2, "{vm}");
+    assert_eq!(by_kind(&run).await.get("Instance"), Some(&1));
+    assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
+}
