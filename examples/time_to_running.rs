@@ -1,0 +1,83 @@
+//! Benchmark: time-to-RUNNING on the local provider, per stage, median of N runs.
+//!
+//!   cargo build && cargo run --example time_to_running -- 3
+//!
+//! Each run is `dbctl create` in a fresh journal (one VM), timed from the journal's step records,
+//! then destroyed. Runs go one after another so they do not compete for CPU. Uses the dbctl
+//! binary next to this example (target/<profile>/dbctl) or $DBCTL_BIN.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+fn dbctl() -> PathBuf {
+    std::env::var_os("DBCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("own path");
+            exe.parent()
+                .and_then(|d| d.parent())
+                .expect("target dir")
+                .join("dbctl")
+        })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3);
+    let bin = dbctl();
+    let mut per_step: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut totals = Vec::new();
+    for i in 0..runs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("state/journal.db");
+        let run = |args: &[&str]| {
+            Command::new(&bin)
+                .args(args)
+                .env("DBCTL_JOURNAL", &journal)
+                .env("DBCTL_CONFIG", dir.path().join("none.toml"))
+                .output()
+                .expect("run dbctl")
+        };
+        let t0 = Instant::now();
+        let out = run(&["create", &format!("bench{i}"), "--output", "json"]);
+        let total = t0.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        for s in v["steps"].as_array().unwrap() {
+            let (a, b) = (
+                s["started_at"].as_i64().unwrap(),
+                s["finished_at"].as_i64().unwrap(),
+            );
+            per_step
+                .entry(s["name"].as_str().unwrap().to_string())
+                .or_default()
+                .push((b - a) as f64 / 1000.0);
+        }
+        totals.push(total);
+        println!("run {}: RUNNING after {total:.1} s", i + 1);
+        assert!(
+            run(&["destroy", &format!("bench{i}")]).status.success(),
+            "destroy failed"
+        );
+    }
+    println!("\nmedian of {runs} runs (seconds):");
+    for (step, times) in &per_step {
+        println!("  {step:<28} {:>6.1}", median(times.clone()));
+    }
+    println!("  {:<28} {:>6.1}", "TOTAL (create command)", median(totals));
+}
