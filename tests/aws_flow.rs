@@ -256,3 +256,72 @@ async fn throttling_is_retried_and_the_run_goes_on() {
     assert_eq!(by_kind(&run).await.get("Instance"), Some(&1));
     assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_checks_credentials_permissions_and_zones_and_lists_what_it_creates() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let (code, v) = env.json(&[
+        "plan",
+        "db",
+        "--provider",
+        "aws",
+        "--instance-type",
+        "m6i.large",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let checks = v["preflight"]["checks"].as_array().unwrap();
+    for name in [
+        "zones",
+        "permission ec2:CreateVolume",
+        "permission ec2:RunInstances",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {v}"));
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    let zones = v["preflight"]["zones"].as_array().unwrap();
+    assert!(
+        zones
+            .iter()
+            .any(|z| z == v["placement"]["nodes"][0]["zone"].as_str().unwrap()),
+        "placed in an offered zone"
+    );
+    let creates = v["preflight"]["creates"].to_string();
+    assert!(
+        creates.contains("m6i.large")
+            && creates.contains("gp3")
+            && creates.contains("203.0.113.0/24"),
+        "{creates}"
+    );
+    assert!(!env.journal_path().exists(), "plan journals nothing");
+    // DryRun created nothing: no instance or volume exists at all.
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let inst = ec2.sdk().describe_instances().send().await.unwrap();
+    assert!(inst.reservations().is_empty(), "{inst:?}");
+    assert!(
+        ec2.sdk()
+            .describe_volumes()
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .is_empty()
+    );
+
+    // Without usable credentials the plan still shows, but the preflight fails (exit 2).
+    let out = env
+        .command(&["plan", "db", "--provider", "aws"], None)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("preflight failed"),
+        "{}",
+        stderr(&out)
+    );
+}

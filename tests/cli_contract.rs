@@ -94,6 +94,7 @@ fn plan_shows_the_whole_flow_for_every_provider() {
             provider,
             "--region",
             "us-east-1",
+            "--offline",
         ]);
         assert_eq!(code, 0, "{provider}: {v}");
         let steps: Vec<&str> = v["steps"]

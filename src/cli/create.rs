@@ -42,7 +42,16 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
     // Everything that can reject the request happens before the journal is opened, so bad
     // input leaves no trace.
     let spec = args.spec.resolve(&app.config)?;
-    app.provider(&spec.provider)?.preflight(&spec)?;
+    let provider = app.provider(&spec.provider)?;
+    provider.preflight(&spec)?;
+    let online = provider.preflight_online(&spec, false).await;
+    if let Some(failed) = online.failures() {
+        return Err(crate::spec::ValidationError::new(
+            "provider",
+            format!("{} preflight failed: {failed}", spec.provider),
+        )
+        .into());
+    }
     let key = args
         .idempotency_key
         .clone()
@@ -55,7 +64,12 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
         .into());
     }
     let existing = app.existing_journal()?;
-    let placement = operations::place(&app.config, existing.as_deref(), &spec)?;
+    let placement = operations::place(
+        &app.config,
+        existing.as_deref(),
+        &spec,
+        online.zones.as_deref(),
+    )?;
     let steps = flow::plan(&spec, &placement);
 
     let journal = app.journal()?;

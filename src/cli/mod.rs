@@ -135,7 +135,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Create(a) => create::run(&app, a).await,
-        Command::Plan(a) => plan::run(&app, a),
+        Command::Plan(a) => plan::run(&app, a).await,
         Command::List(a) => list::run(&app, a),
         Command::Status(a) => status::run(&app, a).await,
         Command::Resume(a) => resume::run(&app, a).await,

@@ -8,12 +8,14 @@ use crate::provider::configured_zones;
 use crate::scheduler::{Placement, ZoneInfo, schedule};
 use crate::spec::{InstanceSpec, ValidationError};
 
-/// Places the spec's nodes. Live nodes are counted from the journal (when there is one) so new
-/// instances spread away from existing ones.
+/// Places the spec's nodes in `zones` (the provider's answer) or else the configured zones. Live
+/// nodes are counted from the journal (when there is one) so new instances spread away from
+/// existing ones.
 pub fn place(
     config: &Config,
     journal: Option<&Journal>,
     spec: &InstanceSpec,
+    zones: Option<&[String]>,
 ) -> Result<Placement, ValidationError> {
     let mut live: HashMap<String, u32> = HashMap::new();
     if let Some(j) = journal {
@@ -29,7 +31,11 @@ pub fn place(
             }
         }
     }
-    let zones: Vec<ZoneInfo> = configured_zones(config, &spec.provider, &spec.region)
+    let names = match zones {
+        Some(z) => z.to_vec(),
+        None => configured_zones(config, &spec.provider, &spec.region),
+    };
+    let zones: Vec<ZoneInfo> = names
         .into_iter()
         .map(|name| ZoneInfo {
             live_nodes: live.get(&name).copied().unwrap_or(0),

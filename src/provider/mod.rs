@@ -40,6 +40,37 @@ pub struct NodeState {
     pub state: String,
 }
 
+/// One check of an online preflight (credentials, a permission, a capacity fact).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What the provider's API says before a run: zones to schedule in, checks, what it creates.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Preflight {
+    /// Zones that can take the nodes; `None` = the configured zones.
+    pub zones: Option<Vec<String>>,
+    pub checks: Vec<Check>,
+    /// The resources a create will make, in words.
+    pub creates: Vec<String>,
+}
+
+impl Preflight {
+    /// The failed checks as one line, or `None` when all passed.
+    pub fn failures(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} ({})", c.name, c.detail))
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+}
+
 /// One provider's implementations of the flow's actions.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -51,6 +82,12 @@ pub trait Provider: Send + Sync {
     /// Checks this host/account can take the instance, before anything is journaled.
     fn preflight(&self, _spec: &InstanceSpec) -> Result<(), ValidationError> {
         Ok(())
+    }
+
+    /// Asks the provider's API about the request: credentials and zones, and with `permissions`
+    /// also whether the create calls would be allowed (DryRun; what `plan` shows).
+    async fn preflight_online(&self, _spec: &InstanceSpec, _permissions: bool) -> Preflight {
+        Preflight::default()
     }
 
     /// Live state of a run's nodes, asked of the provider (not the journal).

@@ -23,6 +23,7 @@ pub mod fault;
 pub mod instance;
 pub mod keypair;
 pub mod network;
+mod preflight;
 pub mod provider;
 pub mod routing;
 pub mod security_group;

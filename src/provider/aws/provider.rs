@@ -103,6 +103,15 @@ impl Provider for Aws {
         Ok(())
     }
 
+    async fn preflight_online(
+        &self,
+        spec: &InstanceSpec,
+        permissions: bool,
+    ) -> crate::provider::Preflight {
+        let env = AwsEnv::new(&self.config, spec, self.state_dir.clone());
+        super::preflight::run(&env, spec, permissions).await
+    }
+
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {
         let env = self.env(run);
         let pg = || {
