@@ -41,11 +41,13 @@ fn main() {
     for i in 0..runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let journal = dir.path().join("state/journal.db");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "[defaults]\nprovider = \"local\"\n").expect("config");
         let run = |args: &[&str]| {
             Command::new(&bin)
                 .args(args)
                 .env("DBCTL_JOURNAL", &journal)
-                .env("DBCTL_CONFIG", dir.path().join("none.toml"))
+                .env("DBCTL_CONFIG", &config)
                 .output()
                 .expect("run dbctl")
         };

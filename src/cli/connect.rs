@@ -28,6 +28,10 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub user: Option<String>,
 
+    /// Connect to a streaming replica (read-only) instead of the primary
+    #[arg(long)]
+    pub replica: bool,
+
     /// Run psql instead of printing the URI (the password goes through PGPASSWORD, not argv)
     #[arg(long)]
     pub psql: bool,
@@ -51,10 +55,18 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
         .unwrap_or_else(|| app.config.defaults.project.clone());
     let instance = operations::find_instance(&journal, &project, &args.name)?;
     let run = operations::latest_create_run(&journal, &instance)?;
+    // The primary's endpoint comes from its setup, a replica's from its clone step.
+    let wanted = |name: &str| {
+        if args.replica {
+            name.starts_with("setup.clone.")
+        } else {
+            name == "setup.primary"
+        }
+    };
     let ep: Endpoint = journal
         .steps(&run.id)?
         .into_iter()
-        .find(|s| s.name == "setup.primary")
+        .find(|s| wanted(&s.name) && s.outputs.is_some())
         .and_then(|s| s.outputs)
         .and_then(|o| serde_json::from_value(o).ok())
         .ok_or_else(|| {

@@ -31,6 +31,10 @@ struct StatusView {
     resources: Vec<ResourceRow>,
     /// Live node state from the provider (e.g. QEMU's own status for local VMs).
     nodes: Vec<NodeState>,
+    /// Where each node serves (role, zone, host, port), as registered.
+    endpoints: serde_json::Value,
+    /// Replication as verified when the run built it (slot, state, lag in bytes).
+    replication: serde_json::Value,
 }
 
 pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
@@ -56,13 +60,23 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
         }
         _ => Vec::new(),
     };
+    let steps = journal.steps(&run.id)?;
+    let outputs = |name: &str, key: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.outputs.as_ref())
+            .map(|o| o[key].clone())
+            .unwrap_or_else(|| serde_json::json!([]))
+    };
+    let endpoints = outputs("register.endpoints", "endpoints");
+    let replication = outputs("setup.verify-replication", "replicas");
     let view = StatusView {
         nodes,
+        endpoints,
+        replication,
         resources: journal.resources(&run.id)?,
-        run: RunView {
-            steps: journal.steps(&run.id)?,
-            run,
-        },
+        run: RunView { steps, run },
         instance,
     };
     emit(app, &view, || {
@@ -72,7 +86,30 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
             i.project, i.name, i.id, i.state, i.provider, i.region, i.nodes
         );
         for n in &view.nodes {
-            out += &format!("  node {:<10} {}\n", n.node, n.state);
+            let ep = view
+                .endpoints
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["node"] == n.node.as_str()));
+            let (role, zone, addr) = match ep {
+                Some(e) => (
+                    e["role"].as_str().unwrap_or(""),
+                    e["zone"].as_str().unwrap_or(""),
+                    format!("{}:{}", e["host"].as_str().unwrap_or(""), e["port"]),
+                ),
+                None => ("", "", String::new()),
+            };
+            out += &format!(
+                "  node {:<10} {:<8} {:<8} {:<8} {}\n",
+                n.node, n.state, role, zone, addr
+            );
+        }
+        for r in view.replication.as_array().into_iter().flatten() {
+            out += &format!(
+                "  replication {} {} (lag {} bytes when verified)\n",
+                r["slot"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["lag_bytes"]
+            );
         }
         out += &render_run(&view.run);
         let rows: Vec<Vec<String>> = view

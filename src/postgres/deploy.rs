@@ -24,28 +24,76 @@ pub struct DeployPrimary {
 }
 
 /// `sudo bash -s -- ARGS` with the script on stdin.
-fn as_root(args: &[&str]) -> String {
+pub(super) fn as_root(args: &[&str]) -> String {
     let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     format!("sudo bash -s -- {}", quoted.join(" "))
 }
 
-#[async_trait]
-impl Step for DeployPrimary {
-    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
-        let pg = &self.pg;
-        let spec = &pg.spec;
-        let major = spec.version.to_string();
-        let node = self.node.as_str();
-        pg.run_script(
+impl Pg {
+    /// Formats and mounts the data disk; on a primary also creates the cluster on it.
+    pub(super) async fn prepare(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        role: &str,
+    ) -> Result<(), StepError> {
+        let major = self.spec.version.to_string();
+        let dev = self.access.data_device(ctx, node)?;
+        self.run_script(
             ctx,
             node,
-            "prepare data disk and cluster",
-            &as_root(&[&major, &pg.access.data_device(ctx, node)?]),
+            "prepare data disk",
+            &as_root(&[&major, &dev, role]),
             Some(PREPARE.as_bytes()),
             Duration::from_secs(600),
         )
-        .await?;
+        .await
+        .map(|_| ())
+    }
 
+    /// The node's server certificate (from dbctl's CA, naming the node) and the CA itself.
+    pub(super) async fn install_tls(&self, ctx: &StepCtx, node: &str) -> Result<(), StepError> {
+        let ca = self.ca()?;
+        let (cert, key) = ca
+            .issue_server(&self.access.cert_names(ctx, node)?)
+            .map_err(|e| StepError::Permanent(e.to_string()))?;
+        self.upload(
+            ctx,
+            node,
+            &format!("{TLS_DIR}/server.crt"),
+            cert.as_bytes(),
+            "postgres",
+            "0644",
+        )
+        .await?;
+        self.upload(
+            ctx,
+            node,
+            &format!("{TLS_DIR}/server.key"),
+            key.as_bytes(),
+            "postgres",
+            "0600",
+        )
+        .await?;
+        self.upload(
+            ctx,
+            node,
+            &format!("{TLS_DIR}/ca.crt"),
+            ca.cert_pem().as_bytes(),
+            "postgres",
+            "0644",
+        )
+        .await
+    }
+
+    /// Tuned postgresql.conf (plus `extra`, e.g. a standby's settings) and pg_hba.conf.
+    pub(super) async fn install_config(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        extra: &str,
+    ) -> Result<tuning::Tuning, StepError> {
+        let spec = &self.spec;
         let memory_mib = spec.resources.memory_gib as u64 * 1024;
         let t = tuning::tune(memory_mib, spec.resources.vcpus, spec.disk_gib);
         let conf = postgresql_conf(&ConfInput {
@@ -56,14 +104,10 @@ impl Step for DeployPrimary {
             tuning: &t,
             tls_dir: TLS_DIR,
             extensions: &spec.extensions,
-        });
-        let hba = pg_hba_conf(&pg.access.vpc_cidr(), &pg.access.client_cidrs());
-        let ca = pg.ca()?;
-        let (cert, key) = ca
-            .issue_server(&pg.access.cert_names(ctx, node)?)
-            .map_err(|e| StepError::Permanent(e.to_string()))?;
-        let etc = format!("/etc/postgresql/{major}/main");
-        pg.upload(
+        }) + extra;
+        let hba = pg_hba_conf(&self.access.vpc_cidr(), &self.access.client_cidrs());
+        let etc = format!("/etc/postgresql/{}/main", spec.version);
+        self.upload(
             ctx,
             node,
             &format!("{etc}/conf.d/dbctl.conf"),
@@ -72,7 +116,7 @@ impl Step for DeployPrimary {
             "0644",
         )
         .await?;
-        pg.upload(
+        self.upload(
             ctx,
             node,
             &format!("{etc}/pg_hba.conf"),
@@ -81,34 +125,13 @@ impl Step for DeployPrimary {
             "0640",
         )
         .await?;
-        pg.upload(
-            ctx,
-            node,
-            &format!("{TLS_DIR}/server.crt"),
-            cert.as_bytes(),
-            "postgres",
-            "0644",
-        )
-        .await?;
-        pg.upload(
-            ctx,
-            node,
-            &format!("{TLS_DIR}/server.key"),
-            key.as_bytes(),
-            "postgres",
-            "0600",
-        )
-        .await?;
-        pg.upload(
-            ctx,
-            node,
-            &format!("{TLS_DIR}/ca.crt"),
-            ca.cert_pem().as_bytes(),
-            "postgres",
-            "0644",
-        )
-        .await?;
-        pg.run_script(
+        Ok(t)
+    }
+
+    /// Enables and (re)starts the cluster's service, waiting until it accepts connections.
+    pub(super) async fn start(&self, ctx: &StepCtx, node: &str) -> Result<(), StepError> {
+        let major = self.spec.version.to_string();
+        self.run_script(
             ctx,
             node,
             "start postgresql",
@@ -116,9 +139,23 @@ impl Step for DeployPrimary {
             Some(START.as_bytes()),
             Duration::from_secs(180),
         )
-        .await?;
+        .await
+        .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl Step for DeployPrimary {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let pg = &self.pg;
+        let node = self.node.as_str();
+        pg.prepare(ctx, node, "primary").await?;
+        pg.install_tls(ctx, node).await?;
+        let t = pg.install_config(ctx, node, "").await?;
+        pg.start(ctx, node).await?;
+        let major = pg.spec.version;
         Ok(
-            json!({ "node": node, "major": spec.version, "tuning": t, "data": format!("/pgdata/{major}/main") }),
+            json!({ "node": node, "major": major, "tuning": t, "data": format!("/pgdata/{major}/main") }),
         )
     }
 

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 mod deploy;
+mod replica;
 pub mod secrets;
 mod setup;
 pub mod tls;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use deploy::DeployPrimary;
+pub use replica::{CloneReplica, DeployReplica, VerifyReplication, slot_name};
 pub use setup::{Endpoint, SetupPrimary};
 
 use crate::saga::{StepCtx, StepError};
@@ -36,6 +38,8 @@ pub trait NodeAccess: Send + Sync {
     fn client_cidrs(&self) -> Vec<String>;
     /// Names and addresses the server certificate must carry.
     fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError>;
+    /// The node's address on the instance's private network (replication goes there).
+    fn private_address(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
     /// The stable device path of the node's data disk.
     fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
 }

@@ -30,7 +30,7 @@ pub struct Endpoint {
 impl SetupPrimary {
     /// The SQL, fed to psql on stdin. Statement logging and pg_stat_statements tracking are off
     /// for this session so the passwords are not recorded on the server either.
-    fn sql(&self, passwords: &[(String, String)]) -> String {
+    fn sql(&self, passwords: &[(String, String)], replicator: Option<&str>) -> String {
         let spec = &self.pg.spec;
         let owner = &spec.users[0];
         let mut sql = String::from(
@@ -41,6 +41,18 @@ impl SetupPrimary {
                 "SELECT 'CREATE ROLE \"{role}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') \\gexec\n\
                  ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{pw}';\n"
             );
+        }
+        if let Some(pw) = replicator {
+            sql += &format!(
+                "SELECT 'CREATE ROLE replicator REPLICATION LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator') \\gexec\n\
+                 ALTER ROLE replicator WITH REPLICATION LOGIN PASSWORD '{pw}';\n"
+            );
+            for i in 1..=spec.replicas {
+                let slot = super::slot_name(&format!("replica-{i}"));
+                sql += &format!(
+                    "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = '{slot}');\n"
+                );
+            }
         }
         let db = &spec.database;
         sql += &format!(
@@ -70,7 +82,15 @@ impl Step for SetupPrimary {
                 .map_err(|e| StepError::Permanent(format!("secrets: {e}")))?;
             passwords.push((u.clone(), pw));
         }
-        let sql = self.sql(&passwords);
+        let replicator = match spec.replicas {
+            0 => None,
+            _ => Some(
+                secrets
+                    .password(&pg.instance_id, "replicator")
+                    .map_err(|e| StepError::Permanent(format!("secrets: {e}")))?,
+            ),
+        };
+        let sql = self.sql(&passwords, replicator.as_deref());
         pg.run_script(
             ctx,
             &self.node,

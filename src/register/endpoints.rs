@@ -11,6 +11,30 @@ pub struct RegisterEndpoints {
     pub nodes: Vec<(String, String, String)>,
 }
 
+impl RegisterEndpoints {
+    /// Every node of the placement: the primary's endpoint comes from its setup, a replica's
+    /// from its clone step.
+    pub fn for_placement(p: &crate::scheduler::Placement) -> RegisterEndpoints {
+        let nodes = p
+            .nodes
+            .iter()
+            .map(|n| match n.role {
+                crate::scheduler::Role::Primary => (
+                    n.node.clone(),
+                    "primary".to_string(),
+                    format!("setup.{}", n.node),
+                ),
+                crate::scheduler::Role::Replica => (
+                    n.node.clone(),
+                    "replica".to_string(),
+                    format!("setup.clone.{}", n.node),
+                ),
+            })
+            .collect();
+        RegisterEndpoints { nodes }
+    }
+}
+
 #[async_trait]
 impl Step for RegisterEndpoints {
     async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {

@@ -144,6 +144,12 @@ impl NodeAccess for AwsAccess {
         Ok(names)
     }
 
+    fn private_address(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError> {
+        vm(ctx, node)?
+            .private_ip
+            .ok_or_else(|| StepError::Permanent(format!("{node}: no private IP")))
+    }
+
     fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError> {
         // Nitro instances expose EBS volumes as NVMe devices named after the volume id.
         let vol: super::VolumeOut = input(ctx, &format!("provision.disk.{node}"))?;

@@ -47,6 +47,10 @@ impl NodeAccess for LocalAccess {
         ])
     }
 
+    fn private_address(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError> {
+        Ok(vm_of(ctx, node)?.private_ip)
+    }
+
     fn data_device(&self, _ctx: &StepCtx, _node: &str) -> Result<String, StepError> {
         Ok(format!(
             "/dev/disk/by-id/virtio-{}",

@@ -163,12 +163,6 @@ impl Provider for Local {
                 ));
             }
         }
-        if spec.ha {
-            return Err(ValidationError::new(
-                "ha",
-                "local: HA (streaming replicas) is not implemented in this build yet",
-            ));
-        }
         let image = steps::resolve_image(&self.env, spec.image.as_deref())
             .map_err(|e| ValidationError::new("image", e))?;
         if !image.manifest.postgres_majors.contains(&spec.version) {

@@ -23,7 +23,9 @@ use super::access::LocalAccess;
 use super::image::{self, Image};
 use super::{LocalEnv, RunPaths};
 use crate::flow::Action;
-use crate::postgres::{DeployPrimary, Pg, SetupPrimary};
+use crate::postgres::{
+    CloneReplica, DeployPrimary, DeployReplica, Pg, SetupPrimary, VerifyReplication,
+};
 use crate::provider::RunInfo;
 use crate::register::RegisterEndpoints;
 use crate::saga::{Step, StepCtx, StepError};
@@ -79,9 +81,27 @@ pub fn bind(env: &Arc<LocalEnv>, run: &RunInfo<'_>, step: &str, action: &Action)
             pg: pg(),
             node: node.clone(),
         }),
-        Action::RegisterEndpoints => Arc::new(RegisterEndpoints {
-            nodes: vec![("primary".into(), "primary".into(), "setup.primary".into())],
+        Action::DeployReplica { node } => Arc::new(DeployReplica {
+            pg: pg(),
+            node: node.clone(),
         }),
+        Action::CloneReplica { node } => Arc::new(CloneReplica {
+            pg: pg(),
+            node: node.clone(),
+            primary: "primary".into(),
+        }),
+        Action::VerifyReplication => Arc::new(VerifyReplication {
+            pg: pg(),
+            primary: "primary".into(),
+            replicas: run
+                .placement
+                .nodes
+                .iter()
+                .filter(|n| n.node != "primary")
+                .map(|n| n.node.clone())
+                .collect(),
+        }),
+        Action::RegisterEndpoints => Arc::new(RegisterEndpoints::for_placement(run.placement)),
         Action::Network => Arc::new(network::NetworkStep { paths }),
         Action::Firewall => Arc::new(firewall::FirewallStep { paths }),
         Action::KeyPair => Arc::new(keypair::KeyPairStep { env: env.clone() }),
