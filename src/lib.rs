@@ -12,6 +12,7 @@ pub mod flow;
 pub mod journal;
 pub mod operations;
 pub mod postgres;
+pub mod private_file;
 pub mod progress;
 pub mod provider;
 pub mod register;

@@ -5,10 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use dbctl::postgres::client;
 use dbctl::ssh::{ClientKey, SshError, SshSession, SshTarget, parse_public_key};
 use serde_json::Value;
-use support::{Env, qemu_processes, stderr, was_killed};
+use support::{Conn, Env, conn, qemu_processes, stderr, was_killed};
 
 fn require_image(env: &Env) {
     let (_, images) = env.json(&["image", "list"]);
@@ -28,55 +27,6 @@ fn step_outputs(status: &Value, step: &str) -> Value {
         .find(|s| s["name"] == step)
         .unwrap()["outputs"]
         .clone()
-}
-
-struct Conn {
-    host: String,
-    port: u16,
-    user: String,
-    password: String,
-    database: String,
-    ca: String,
-}
-
-fn conn(env: &Env, name: &str) -> Conn {
-    let (code, v) = env.json(&["connect", name]);
-    assert_eq!(code, 0, "{v}");
-    let uri = v["uri"].as_str().unwrap();
-    assert!(uri.contains("sslmode=verify-full"), "{uri}");
-    let password = uri
-        .split_once("://")
-        .unwrap()
-        .1
-        .split_once('@')
-        .unwrap()
-        .0
-        .split_once(':')
-        .unwrap()
-        .1
-        .to_string();
-    Conn {
-        host: v["host"].as_str().unwrap().into(),
-        port: v["port"].as_u64().unwrap() as u16,
-        user: v["user"].as_str().unwrap().into(),
-        database: v["database"].as_str().unwrap().into(),
-        ca: std::fs::read_to_string(v["sslrootcert"].as_str().unwrap()).unwrap(),
-        password,
-    }
-}
-
-impl Conn {
-    async fn client(&self) -> Result<tokio_postgres::Client, String> {
-        client::connect(
-            &self.host,
-            self.port,
-            &self.user,
-            &self.password,
-            &self.database,
-            &self.ca,
-        )
-        .await
-    }
 }
 
 async fn show(c: &tokio_postgres::Client, setting: &str) -> String {
@@ -160,7 +110,7 @@ async fn local_instance_end_to_end() {
     }
 
     // PostgreSQL from the host, TLS verified against dbctl's CA.
-    let c = conn(&env, "e2e");
+    let c = conn(&env, &["e2e"]);
     let pg = c.client().await.unwrap();
     assert_eq!(show(&pg, "data_checksums").await, "on");
     let t = dbctl::postgres::tuning::tune(1024, 1, 1);
@@ -197,7 +147,7 @@ async fn local_instance_end_to_end() {
     assert!(format!("{err:?}").contains("no encryption"), "{err:?}");
     let wrong = Conn {
         password: "not-the-password".into(),
-        ..conn(&env, "e2e")
+        ..conn(&env, &["e2e"])
     };
     let Err(err) = wrong.client().await else {
         panic!("wrong password must be refused")
@@ -269,7 +219,7 @@ async fn crashes_after_qemu_start_and_in_setup_resume_without_duplicates_then_ro
         .unwrap()["attempts"]
         .clone();
     assert_eq!(attempts, 2);
-    let pg = conn(&env, "crashy").client().await.unwrap();
+    let pg = conn(&env, &["crashy"]).client().await.unwrap();
     let roles: i64 = pg
         .query_one("SELECT count(*) FROM pg_roles WHERE rolname = 'app'", &[])
         .await

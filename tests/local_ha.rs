@@ -6,9 +6,8 @@ mod support;
 
 use std::collections::HashSet;
 
-use dbctl::postgres::client;
 use serde_json::Value;
-use support::{Env, qemu_processes, stderr, was_killed};
+use support::{Env, conn, qemu_processes, stderr, was_killed};
 
 fn steps(st: &Value) -> &Vec<Value> {
     st["steps"].as_array().unwrap()
@@ -16,35 +15,6 @@ fn steps(st: &Value) -> &Vec<Value> {
 
 fn step<'a>(st: &'a Value, name: &str) -> &'a Value {
     steps(st).iter().find(|s| s["name"] == name).unwrap()
-}
-
-async fn client_for(env: &Env, args: &[&str]) -> tokio_postgres::Client {
-    let mut all = vec!["connect", "ha"];
-    all.extend(args);
-    let (code, v) = env.json(&all);
-    assert_eq!(code, 0, "{v}");
-    let uri = v["uri"].as_str().unwrap();
-    let password = uri
-        .split_once("://")
-        .unwrap()
-        .1
-        .split_once('@')
-        .unwrap()
-        .0
-        .split_once(':')
-        .unwrap()
-        .1;
-    let ca = std::fs::read_to_string(v["sslrootcert"].as_str().unwrap()).unwrap();
-    client::connect(
-        v["host"].as_str().unwrap(),
-        v["port"].as_u64().unwrap() as u16,
-        v["user"].as_str().unwrap(),
-        password,
-        v["database"].as_str().unwrap(),
-        &ca,
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,9 +87,9 @@ async fn ha_instance_replicates_resumes_without_recloning_and_destroys_cleanly()
     );
 
     // Written on the primary, read on a replica (read-only: it is a hot standby).
-    let primary = client_for(&env, &[]).await;
+    let primary = conn(&env, &["ha"]).client().await.unwrap();
     primary.batch_execute("CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 100)").await.unwrap();
-    let replica = client_for(&env, &["--replica"]).await;
+    let replica = conn(&env, &["ha", "--replica"]).client().await.unwrap();
     let mut seen = 0i64;
     for _ in 0..50 {
         if let Ok(r) = replica.query_one("SELECT count(*) FROM orders", &[]).await {

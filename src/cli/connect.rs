@@ -49,12 +49,8 @@ struct ConnectView {
 }
 
 pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
-    let journal = app.journal_for(&format!("instance {:?}", args.name))?;
-    let project = args
-        .project
-        .unwrap_or_else(|| app.config.defaults.project.clone());
-    let instance = operations::find_instance(&journal, &project, &args.name)?;
-    let run = operations::latest_create_run(&journal, &instance)?;
+    let (journal, instance, run) =
+        operations::instance_with_run(app, &args.name, args.project.as_deref())?;
     // The primary's endpoint comes from its setup, a replica's from its clone step.
     let wanted = |name: &str| {
         if args.replica {

@@ -19,12 +19,8 @@ pub struct DestroyArgs {
 }
 
 pub async fn run(app: &App, args: DestroyArgs) -> Result<(), CliError> {
-    let journal = app.journal_for(&format!("instance {:?}", args.name))?;
-    let project = args
-        .project
-        .unwrap_or_else(|| app.config.defaults.project.clone());
-    let instance = operations::find_instance(&journal, &project, &args.name)?;
-    let run = operations::latest_create_run(&journal, &instance)?;
+    let (journal, _, run) =
+        operations::instance_with_run(app, &args.name, args.project.as_deref())?;
     let reporter = progress::reporter(!app.json);
     let run = operations::drive_rollback(app, journal.clone(), &run.id, reporter).await?;
     let view = RunView {

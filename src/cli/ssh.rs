@@ -31,11 +31,8 @@ pub struct SshArgs {
 }
 
 pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
-    let journal = app.journal_for(&format!("instance {:?}", args.name))?;
-    let project = args
-        .project
-        .unwrap_or_else(|| app.config.defaults.project.clone());
-    let instance = operations::find_instance(&journal, &project, &args.name)?;
+    let (journal, instance, run) =
+        operations::instance_with_run(app, &args.name, args.project.as_deref())?;
     if instance.provider != "local" {
         return Err(ValidationError::new(
             "name",
@@ -46,7 +43,6 @@ pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let run = operations::latest_create_run(&journal, &instance)?;
     let step = format!("provision.vm.{}", args.node);
     let vm: VmOut = journal
         .steps(&run.id)?

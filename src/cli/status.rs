@@ -42,11 +42,7 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     let run = if args.target.starts_with("run-") {
         operations::find_run(&journal, &args.target)?
     } else {
-        let project = args
-            .project
-            .unwrap_or_else(|| app.config.defaults.project.clone());
-        let instance = operations::find_instance(&journal, &project, &args.target)?;
-        operations::latest_create_run(&journal, &instance)?
+        operations::instance_with_run(app, &args.target, args.project.as_deref())?.2
     };
     let instance = journal
         .instance(&run.instance_id)?

@@ -33,3 +33,17 @@ pub fn latest_create_run(journal: &Journal, instance: &InstanceRow) -> Result<Ru
         .find(|r| r.operation == "create")
         .ok_or_else(|| CliError::NotFound(format!("instance {} has no create run", instance.name)))
 }
+
+/// The live instance `name` (in `project`, or the config's default project) with its journal
+/// and the run that created it: what `connect`, `ssh`, `destroy` and `status NAME` start from.
+pub fn instance_with_run(
+    app: &super::App,
+    name: &str,
+    project: Option<&str>,
+) -> Result<(std::sync::Arc<Journal>, InstanceRow, RunRow), CliError> {
+    let journal = app.journal_for(&format!("instance {name:?}"))?;
+    let project = project.unwrap_or(&app.config.defaults.project);
+    let instance = find_instance(&journal, project, name)?;
+    let run = latest_create_run(&journal, &instance)?;
+    Ok((journal, instance, run))
+}

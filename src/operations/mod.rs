@@ -8,7 +8,7 @@ mod placement;
 
 pub use admit::{Admission, admit};
 pub use drive::{drive_forward, drive_rollback};
-pub use lookup::{find_instance, find_run, latest_create_run};
+pub use lookup::{find_instance, find_run, instance_with_run, latest_create_run};
 pub use placement::place;
 
 use std::path::PathBuf;

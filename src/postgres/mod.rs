@@ -44,6 +44,57 @@ pub trait NodeAccess: Send + Sync {
     fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
 }
 
+/// The implementation of a deploy/setup/register action, the same on every provider (only
+/// `pg.access` differs); `None` for provisioning actions, which providers bind themselves.
+pub fn bind(
+    action: &crate::flow::Action,
+    pg: Arc<Pg>,
+    placement: &crate::scheduler::Placement,
+) -> Option<Arc<dyn crate::saga::Step>> {
+    use crate::flow::Action as A;
+    let primary = || {
+        placement
+            .nodes
+            .iter()
+            .find(|n| n.role == crate::scheduler::Role::Primary)
+            .map(|n| n.node.clone())
+            .unwrap_or_else(|| "primary".into())
+    };
+    Some(match action {
+        A::DeployPrimary { node } => Arc::new(DeployPrimary {
+            pg,
+            node: node.clone(),
+        }),
+        A::SetupPrimary { node } => Arc::new(SetupPrimary {
+            pg,
+            node: node.clone(),
+        }),
+        A::DeployReplica { node } => Arc::new(DeployReplica {
+            pg,
+            node: node.clone(),
+        }),
+        A::CloneReplica { node } => Arc::new(CloneReplica {
+            pg,
+            node: node.clone(),
+            primary: primary(),
+        }),
+        A::VerifyReplication => Arc::new(VerifyReplication {
+            pg,
+            primary: primary(),
+            replicas: placement
+                .nodes
+                .iter()
+                .filter(|n| n.role == crate::scheduler::Role::Replica)
+                .map(|n| n.node.clone())
+                .collect(),
+        }),
+        A::RegisterEndpoints => {
+            Arc::new(crate::register::RegisterEndpoints::for_placement(placement))
+        }
+        _ => return None,
+    })
+}
+
 /// What every PostgreSQL step of one run shares.
 pub struct Pg {
     pub access: Arc<dyn NodeAccess>,

@@ -2,7 +2,6 @@
 //! (0600 in a 0700 directory). They never go into logs, events, user-data or process arguments.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngExt;
@@ -48,21 +47,11 @@ impl SecretStore {
         }
         let p = generate();
         all.insert(role.to_string(), p.clone());
-        std::fs::create_dir_all(&self.dir)?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        let tmp = self.dir.join(format!(".{instance_id}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(
-            &mut f,
+        crate::private_file::ensure_dir(&self.dir)?;
+        crate::private_file::write(
+            &self.file(instance_id),
             serde_json::to_string(&all).expect("json").as_bytes(),
         )?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.file(instance_id))?;
         Ok(p)
     }
 
@@ -81,6 +70,8 @@ impl SecretStore {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -1,7 +1,6 @@
 //! dbctl's local certificate authority and per-instance server certificates, so clients can
 //! connect with `sslmode=verify-full`. The CA lives in `<state>/ca/` (key 0600).
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -39,30 +38,16 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(p)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 impl LocalCa {
     /// Loads `dir/ca.{key,crt}`, creating the CA on first use.
     pub fn load_or_create(dir: &Path) -> Result<LocalCa, TlsError> {
         let io = |e| TlsError::Io(dir.to_path_buf(), e);
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.crt"));
         if !cert_path.exists() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+            crate::private_file::ensure_dir(dir).map_err(io)?;
             let key = KeyPair::generate()?;
             let cert = ca_params()?.self_signed(&key)?;
-            write_private(&key_path, &key.serialize_pem()).map_err(io)?;
+            crate::private_file::write(&key_path, key.serialize_pem().as_bytes()).map_err(io)?;
             // The certificate last: its presence means the CA is complete.
             std::fs::write(&cert_path, cert.pem()).map_err(io)?;
         }

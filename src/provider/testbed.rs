@@ -1,7 +1,8 @@
-//! A test-only provider (feature `testbed`): every step "creates" a marker file and appends one
-//! line per real side effect to `effects.log`, so tests can check that each effect happened
-//! exactly once and was undone. It behaves like a well-made cloud step: before creating it looks
-//! for what an earlier, interrupted attempt left (the marker) and adopts it.
+//! A test-only provider (feature `testbed`): every step's side effect is one line appended to
+//! `effects.log` (`create RUN STEP` / `delete RUN STEP`). A single small O_APPEND write is atomic,
+//! so a crash can never separate an effect from its record, and tests can check that each effect
+//! happened exactly once and was undone. It behaves like a well-made cloud step: before creating
+//! it looks for what an earlier, interrupted attempt left (the log is its "tag lookup").
 //!
 //! `DBCTL_TESTBED_DIR` names its directory; `DBCTL_TESTBED_DELAY_MS` makes each execute take
 //! that long (to hold a lease, or to see steps overlap).
@@ -58,9 +59,8 @@ impl Provider for Testbed {
             .collect()
     }
 
-    fn bind(&self, run: &RunInfo<'_>, step: &str, _action: &Action) -> Arc<dyn Step> {
+    fn bind(&self, _run: &RunInfo<'_>, _step: &str, _action: &Action) -> Arc<dyn Step> {
         Arc::new(MarkerStep {
-            marker: self.dir.join("markers").join(run.run_id).join(step),
             log: self.dir.join("effects.log"),
             delay: self.delay,
         })
@@ -68,20 +68,31 @@ impl Provider for Testbed {
 }
 
 struct MarkerStep {
-    marker: PathBuf,
     log: PathBuf,
     delay: Duration,
 }
 
 impl MarkerStep {
+    /// Whether the step's resource exists: its last recorded effect is a create.
+    fn exists(&self, ctx: &StepCtx) -> bool {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let suffix = format!(" {} {}", ctx.run_id, ctx.step);
+        text.lines()
+            .rev()
+            .find(|l| l.ends_with(&suffix))
+            .is_some_and(|l| l.starts_with("create "))
+    }
+
     fn effect(&self, verb: &str, ctx: &StepCtx) -> Result<(), StepError> {
         let io = |e: std::io::Error| StepError::Transient(format!("testbed: {e}"));
+        if let Some(dir) = self.log.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .map_err(io)?;
-        // One write per line: O_APPEND keeps concurrent steps' lines whole.
         f.write_all(format!("{verb} {} {}\n", ctx.run_id, ctx.step).as_bytes())
             .map_err(io)
     }
@@ -92,22 +103,15 @@ impl Step for MarkerStep {
     async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
         tokio::time::sleep(self.delay).await;
         ctx.resource_intent("marker", &ctx.step, None)?;
-        if !self.marker.exists() {
-            let io = |e: std::io::Error| StepError::Transient(format!("testbed: {e}"));
-            std::fs::create_dir_all(self.marker.parent().expect("marker has a parent"))
-                .map_err(io)?;
-            std::fs::write(&self.marker, &ctx.client_token).map_err(io)?;
+        if !self.exists(ctx) {
             self.effect("create", ctx)?;
         }
-        let id = self.marker.display().to_string();
-        ctx.resource_created("marker", &ctx.step, &id)?;
-        Ok(json!({ "marker": id }))
+        ctx.resource_created("marker", &ctx.step, &ctx.step)?;
+        Ok(json!({ "marker": ctx.step }))
     }
 
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
-        if self.marker.exists() {
-            std::fs::remove_file(&self.marker)
-                .map_err(|e| StepError::Transient(format!("testbed: {e}")))?;
+        if self.exists(ctx) {
             self.effect("delete", ctx)?;
         }
         ctx.resource_deleted("marker", &ctx.step)?;

@@ -1,6 +1,5 @@
 //! dbctl's own SSH key pair and host keys learnt from consoles.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,30 +18,18 @@ impl ClientKey {
     pub fn load_or_create(dir: &Path) -> std::io::Result<ClientKey> {
         let path = dir.join("id_ed25519");
         if !path.exists() {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            crate::private_file::ensure_dir(dir)?;
             let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
                 .map_err(std::io::Error::other)?;
             let pem = key
                 .to_openssh(LineEnding::LF)
                 .map_err(std::io::Error::other)?;
-            // Write under a temporary name with 0600 from creation, then rename: a crash never
-            // leaves a half-written or world-readable key.
-            let tmp = dir.join(".id_ed25519.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut f, pem.as_bytes())?;
-            f.sync_all()?;
+            crate::private_file::write(&path, pem.as_bytes())?;
             let public = key
                 .public_key()
                 .to_openssh()
                 .map_err(std::io::Error::other)?;
             std::fs::write(dir.join("id_ed25519.pub"), format!("{public} dbctl\n"))?;
-            std::fs::rename(&tmp, &path)?;
         }
         let private = russh::keys::load_secret_key(&path, None).map_err(std::io::Error::other)?;
         Ok(ClientKey {
@@ -85,6 +72,8 @@ pub fn host_key_from_console(console: &str) -> Option<PublicKey> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -124,16 +124,16 @@ impl Env {
         m
     }
 
-    /// Marker files that still exist (side effects not undone).
+    /// Steps whose resource still exists (last effect a create: not undone).
     pub fn markers_left(&self) -> Vec<String> {
-        let root = self.path("testbed/markers");
-        let mut left = Vec::new();
-        for run in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            for m in std::fs::read_dir(run.path()).unwrap().flatten() {
-                left.push(m.file_name().to_string_lossy().into_owned());
-            }
+        let mut last: BTreeMap<(String, String), String> = BTreeMap::new();
+        for e in self.effects() {
+            last.insert((e.run, e.step), e.verb);
         }
-        left
+        last.into_iter()
+            .filter(|(_, verb)| verb == "create")
+            .map(|((_, step), _)| step)
+            .collect()
     }
 
     /// The id of the newest run, read through `dbctl list`.
@@ -205,4 +205,57 @@ pub fn qemu_processes(run: &str) -> usize {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.starts_with("qemu-system") && c.contains(&marker))
         .count()
+}
+
+/// What `dbctl connect` hands out, parsed.
+pub struct Conn {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub ca: String,
+}
+
+/// `dbctl connect ARGS`, parsed.
+pub fn conn(env: &Env, args: &[&str]) -> Conn {
+    let mut all = vec!["connect"];
+    all.extend(args);
+    let (code, v) = env.json(&all);
+    assert_eq!(code, 0, "{v}");
+    let uri = v["uri"].as_str().unwrap();
+    assert!(uri.contains("sslmode=verify-full"), "{uri}");
+    let password = uri
+        .split_once("://")
+        .unwrap()
+        .1
+        .split_once('@')
+        .unwrap()
+        .0
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    Conn {
+        host: v["host"].as_str().unwrap().into(),
+        port: v["port"].as_u64().unwrap() as u16,
+        user: v["user"].as_str().unwrap().into(),
+        database: v["database"].as_str().unwrap().into(),
+        ca: std::fs::read_to_string(v["sslrootcert"].as_str().unwrap()).unwrap(),
+        password,
+    }
+}
+
+impl Conn {
+    pub async fn client(&self) -> Result<tokio_postgres::Client, String> {
+        dbctl::postgres::client::connect(
+            &self.host,
+            self.port,
+            &self.user,
+            &self.password,
+            &self.database,
+            &self.ca,
+        )
+        .await
+    }
 }

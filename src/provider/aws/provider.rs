@@ -9,9 +9,8 @@ use super::access::AwsAccess;
 use super::steps::{AwsEnv, AwsStep};
 use crate::config::AwsSection;
 use crate::flow::Action;
-use crate::postgres::{DeployPrimary, Pg, SetupPrimary};
+use crate::postgres::Pg;
 use crate::provider::{Provider, RunInfo};
-use crate::register::RegisterEndpoints;
 use crate::saga::Step;
 use crate::scheduler::ZoneInfo;
 use crate::spec::{InstanceSpec, ValidationError};
@@ -125,18 +124,10 @@ impl Provider for Aws {
                 state_dir: self.state_dir.clone(),
             })
         };
+        if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {
+            return step;
+        }
         match action {
-            Action::DeployPrimary { node } => Arc::new(DeployPrimary {
-                pg: pg(),
-                node: node.clone(),
-            }),
-            Action::SetupPrimary { node } => Arc::new(SetupPrimary {
-                pg: pg(),
-                node: node.clone(),
-            }),
-            Action::RegisterEndpoints => Arc::new(RegisterEndpoints {
-                nodes: vec![("primary".into(), "primary".into(), "setup.primary".into())],
-            }),
             _ => Arc::new(AwsStep {
                 env,
                 step: step.to_string(),

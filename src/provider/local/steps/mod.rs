@@ -23,11 +23,8 @@ use super::access::LocalAccess;
 use super::image::{self, Image};
 use super::{LocalEnv, RunPaths};
 use crate::flow::Action;
-use crate::postgres::{
-    CloneReplica, DeployPrimary, DeployReplica, Pg, SetupPrimary, VerifyReplication,
-};
+use crate::postgres::Pg;
 use crate::provider::RunInfo;
-use crate::register::RegisterEndpoints;
 use crate::saga::{Step, StepCtx, StepError};
 
 /// The image a spec boots: the current recipe's, or a built one named by `--image`.
@@ -72,36 +69,10 @@ pub fn bind(env: &Arc<LocalEnv>, run: &RunInfo<'_>, step: &str, action: &Action)
             state_dir: env.state_dir.clone(),
         })
     };
+    if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {
+        return step;
+    }
     match action {
-        Action::DeployPrimary { node } => Arc::new(DeployPrimary {
-            pg: pg(),
-            node: node.clone(),
-        }),
-        Action::SetupPrimary { node } => Arc::new(SetupPrimary {
-            pg: pg(),
-            node: node.clone(),
-        }),
-        Action::DeployReplica { node } => Arc::new(DeployReplica {
-            pg: pg(),
-            node: node.clone(),
-        }),
-        Action::CloneReplica { node } => Arc::new(CloneReplica {
-            pg: pg(),
-            node: node.clone(),
-            primary: "primary".into(),
-        }),
-        Action::VerifyReplication => Arc::new(VerifyReplication {
-            pg: pg(),
-            primary: "primary".into(),
-            replicas: run
-                .placement
-                .nodes
-                .iter()
-                .filter(|n| n.node != "primary")
-                .map(|n| n.node.clone())
-                .collect(),
-        }),
-        Action::RegisterEndpoints => Arc::new(RegisterEndpoints::for_placement(run.placement)),
         Action::Network => Arc::new(network::NetworkStep { paths }),
         Action::Firewall => Arc::new(firewall::FirewallStep { paths }),
         Action::KeyPair => Arc::new(keypair::KeyPairStep { env: env.clone() }),
