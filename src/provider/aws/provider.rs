@@ -127,13 +127,12 @@ impl Provider for Aws {
         if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {
             return step;
         }
-        match action {
-            _ => Arc::new(AwsStep {
-                env,
-                step: step.to_string(),
-                action: action.clone(),
-                zones: run.placement.nodes.iter().map(|n| n.zone.clone()).collect(),
-            }),
-        }
+        // Everything else is provisioning, done against EC2.
+        Arc::new(AwsStep {
+            env,
+            step: step.to_string(),
+            action: action.clone(),
+            zones: run.placement.nodes.iter().map(|n| n.zone.clone()).collect(),
+        })
     }
 }
