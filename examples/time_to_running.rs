@@ -1,6 +1,7 @@
 //! Benchmark: time-to-RUNNING on the local provider, per stage, median of N runs.
 //!
-//!   cargo build && cargo run --example time_to_running -- 3
+//!   cargo build && cargo run --example time_to_running -- 3          # one node
+//!   cargo build && cargo run --example time_to_running -- 3 --ha     # primary + 2 replicas
 //!
 //! Each run is `dbctl create` in a fresh journal (one VM), timed from the journal's step records,
 //! then destroyed. Runs go one after another so they do not compete for CPU. Uses the dbctl
@@ -35,6 +36,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(3);
+    let ha = std::env::args().any(|a| a == "--ha");
     let bin = dbctl();
     let mut per_step: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut totals = Vec::new();
@@ -52,7 +54,12 @@ fn main() {
                 .expect("run dbctl")
         };
         let t0 = Instant::now();
-        let out = run(&["create", &format!("bench{i}"), "--output", "json"]);
+        let name = format!("bench{i}");
+        let mut args = vec!["create", name.as_str(), "--output", "json"];
+        if ha {
+            args.push("--ha");
+        }
+        let out = run(&args);
         let total = t0.elapsed().as_secs_f64();
         assert!(
             out.status.success(),
@@ -72,6 +79,14 @@ fn main() {
         }
         totals.push(total);
         println!("run {}: RUNNING after {total:.1} s", i + 1);
+        if let Some(r) = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "setup.verify-replication")
+        {
+            println!("  replication when verified: {}", r["outputs"]["replicas"]);
+        }
         assert!(
             run(&["destroy", &format!("bench{i}")]).status.success(),
             "destroy failed"
