@@ -186,6 +186,20 @@ impl Journal {
         })
     }
 
+    /// Moves a run and its instance to new states in one transaction (they never disagree).
+    pub fn transition(
+        &self,
+        run: &RunRow,
+        state: RunState,
+        error: Option<&str>,
+        instance: super::InstanceState,
+    ) -> Result<()> {
+        self.write(|tx| {
+            set_state(tx, &run.id, state, error)?;
+            super::instances::set_state(tx, &run.instance_id, instance)
+        })
+    }
+
     pub fn set_run_state(&self, id: &str, state: RunState, error: Option<&str>) -> Result<()> {
         self.write(|tx| set_state(tx, id, state, error))
     }

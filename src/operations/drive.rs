@@ -107,10 +107,7 @@ pub async fn drive_forward(
     let run = super::find_run(&journal, run_id)?;
     let saga = saga_for(app, &journal, &run, reporter)?;
     let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
-    journal.write(|tx| {
-        crate::journal::runs::set_state(tx, run_id, RunState::Running, None)?;
-        crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Creating)
-    })?;
+    journal.transition(&run, RunState::Running, None, InstanceState::Creating)?;
     saga.log()
         .message("info", &format!("run {run_id}: executing"));
     let outcome = match unless_stopped(&mut keeper, saga.forward()).await {
@@ -119,25 +116,19 @@ pub async fn drive_forward(
     };
     match outcome {
         Outcome::Succeeded => {
-            journal.write(|tx| {
-                crate::journal::runs::set_state(tx, run_id, RunState::Succeeded, None)?;
-                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Running)
-            })?;
+            journal.transition(&run, RunState::Succeeded, None, InstanceState::Running)?;
             saga.log()
                 .message("info", &format!("run {run_id}: succeeded"));
             keeper.release();
             super::find_run(&journal, run_id)
         }
         Outcome::Failed { step, error } if run.on_failure == "keep" => {
-            journal.write(|tx| {
-                crate::journal::runs::set_state(
-                    tx,
-                    run_id,
-                    RunState::Failed,
-                    Some(&format!("{step}: {error}")),
-                )?;
-                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Failed)
-            })?;
+            journal.transition(
+                &run,
+                RunState::Failed,
+                Some(&format!("{step}: {error}")),
+                InstanceState::Failed,
+            )?;
             saga.log().message(
                 "error",
                 &format!("run {run_id}: failed at {step}; keeping resources"),
@@ -194,20 +185,24 @@ async fn roll_back(
     cause: &str,
 ) -> Result<(), CliError> {
     let run_id = run.id.as_str();
-    journal.write(|tx| {
-        crate::journal::runs::set_state(tx, run_id, RunState::RollingBack, Some(cause))?;
-        crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Destroying)
-    })?;
+    journal.transition(
+        run,
+        RunState::RollingBack,
+        Some(cause),
+        InstanceState::Destroying,
+    )?;
     let outcome = match unless_stopped(&mut keeper, saga.rollback()).await {
         Ok(o) => o?,
         Err(why) => return Err(stopped(journal, run_id, keeper, why, true)),
     };
     let result = match outcome {
         RollbackOutcome::RolledBack => {
-            journal.write(|tx| {
-                crate::journal::runs::set_state(tx, run_id, RunState::RolledBack, Some(cause))?;
-                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Destroyed)
-            })?;
+            journal.transition(
+                run,
+                RunState::RolledBack,
+                Some(cause),
+                InstanceState::Destroyed,
+            )?;
             saga.log()
                 .message("info", &format!("run {run_id}: rolled back"));
             Ok(())
@@ -218,10 +213,12 @@ async fn roll_back(
                 .map(|(s, e)| format!("{s} ({e})"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            journal.write(|tx| {
-                crate::journal::runs::set_state(tx, run_id, RunState::RollbackFailed, Some(&list))?;
-                crate::journal::instances::set_state(tx, &run.instance_id, InstanceState::Failed)
-            })?;
+            journal.transition(
+                run,
+                RunState::RollbackFailed,
+                Some(&list),
+                InstanceState::Failed,
+            )?;
             saga.log()
                 .message("error", &format!("run {run_id}: rollback failed"));
             Err(CliError::RollbackFailed {
