@@ -189,6 +189,7 @@ impl Ec2 {
             .filter_map(|t| t.route_table_id().map(str::to_string))
             .collect();
         rt_ids.extend(out.and_then(|o| o.route_table_id.clone()));
+        rt_ids.sort();
         rt_ids.dedup();
         for id in rt_ids {
             self.delete_route_table(&id).await?;
@@ -208,6 +209,7 @@ impl Ec2 {
             .filter_map(|g| g.internet_gateway_id().map(str::to_string))
             .collect();
         igw_ids.extend(out.and_then(|o| o.internet_gateway_id.clone()));
+        igw_ids.sort();
         igw_ids.dedup();
         for id in igw_ids {
             self.delete_internet_gateway(&id).await?;
