@@ -18,6 +18,114 @@ pub struct Config {
     pub quotas: Quotas,
     pub local: LocalSection,
     pub aws: AwsSection,
+    pub register: RegisterSection,
+    pub backup: BackupSection,
+}
+
+/// Where an instance is published: DNS names and Prometheus targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegisterSection {
+    /// Names are `<name>.<project>.<dns_suffix>` (primary) and `<name>-ro.<project>.<suffix>`
+    /// (replicas).
+    pub dns_suffix: String,
+    /// The hosts-format file dbctl keeps up to date (for dnsmasq `addn-hosts`, or to include in
+    /// /etc/hosts); default: `hosts` beside the journal.
+    pub hosts_file: Option<PathBuf>,
+    /// Directory of Prometheus `file_sd_configs` JSON files, one per instance; default:
+    /// `prometheus/` beside the journal.
+    pub file_sd_dir: Option<PathBuf>,
+    /// Route53 private hosted zone for the aws provider's names (must exist); unset = names are
+    /// published in the hosts file and the nodes' /etc/hosts only.
+    pub route53_zone: Option<String>,
+}
+
+impl Default for RegisterSection {
+    fn default() -> Self {
+        RegisterSection {
+            dns_suffix: "dbctl.internal".into(),
+            hosts_file: None,
+            file_sd_dir: None,
+            route53_zone: None,
+        }
+    }
+}
+
+/// Where pgBackRest keeps WAL and backups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    #[default]
+    /// A directory on the node's own data disk: lost with the node. For throwaway databases
+    /// only; `restore` cannot read it once the instance is gone.
+    Node,
+    /// An S3 bucket (AWS or any S3-compatible endpoint).
+    S3,
+}
+
+/// pgBackRest: continuous WAL archiving and scheduled backups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    pub repo: RepoKind,
+    /// systemd OnCalendar expression for full backups.
+    pub full_schedule: String,
+    /// systemd OnCalendar expression for differential backups.
+    pub diff_schedule: String,
+    /// Full backups kept (older ones and their WAL are expired by pgBackRest).
+    pub retention_full: u32,
+    pub s3: S3Section,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        BackupSection {
+            repo: RepoKind::Node,
+            full_schedule: "Sun *-*-* 01:00:00".into(),
+            diff_schedule: "Mon..Sat *-*-* 01:00:00".into(),
+            retention_full: 2,
+            s3: S3Section::default(),
+        }
+    }
+}
+
+/// The S3 repository. Credentials are not kept in config: they are read from
+/// `DBCTL_S3_KEY`/`DBCTL_S3_KEY_SECRET` (else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`) when
+/// the backup step runs and written only to the node's 0640 pgbackrest.conf.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// `host[:port]` of the S3 API, e.g. `s3.eu-west-1.amazonaws.com` or `minio.lan:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// `host` (virtual-hosted buckets, AWS) or `path` (most S3-compatible servers).
+    pub uri_style: String,
+    /// Path prefix inside the bucket.
+    pub path: String,
+    /// CA certificate (PEM) the nodes verify the endpoint with; default: the system CAs.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the endpoint's TLS certificate (turn off only for a test endpoint).
+    pub verify_tls: bool,
+    /// local provider: the `host[:port]` dbctl's host connects to for the endpoint when the
+    /// endpoint's name does not resolve there (like `curl --resolve`). TLS is still verified
+    /// against the endpoint's name.
+    pub address: Option<String>,
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        S3Section {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            uri_style: "host".into(),
+            path: "/dbctl".into(),
+            ca_file: None,
+            verify_tls: true,
+            address: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

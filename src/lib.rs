@@ -4,6 +4,7 @@
 //! (placement), [`flow`] (which steps), [`provider`] (how each step is done), [`saga`] (running
 //! steps with retries, resume and rollback), [`journal`] (durable state), [`operations`] (what
 //! each command does), [`cli`] and [`progress`] (the user-facing edges).
+pub mod atomic_file;
 pub mod cli;
 pub mod cloud_init;
 pub mod config;

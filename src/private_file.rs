@@ -2,8 +2,7 @@
 //! written to a temporary name and renamed, so a crash never leaves a half-written or readable
 //! secret behind.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Creates `dir` (and parents) if needed and makes it 0700.
@@ -14,20 +13,7 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Atomically replaces `path` with `content`, mode 0600.
 pub fn write(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(content)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write(path, content, 0o600)
 }
 
 #[cfg(test)]

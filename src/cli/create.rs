@@ -39,9 +39,20 @@ pub struct CreateArgs {
 }
 
 pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
+    let spec = args.spec.resolve(&app.config)?;
+    create_spec(app, spec, args.idempotency_key, args.on_failure).await
+}
+
+/// Admits and drives the creation of `spec` (also how `restore` creates its instance).
+pub async fn create_spec(
+    app: &App,
+    spec: crate::spec::InstanceSpec,
+    idempotency_key: Option<String>,
+    on_failure: OnFailure,
+) -> Result<(), CliError> {
     // Everything that can reject the request happens before the journal is opened, so bad
     // input leaves no trace.
-    let spec = args.spec.resolve(&app.config)?;
+    crate::register::Settings::new(&app.config, &app.state_dir()).validate()?;
     let provider = app.provider(&spec.provider)?;
     provider.preflight(&spec)?;
     let online = provider.preflight_online(&spec, false).await;
@@ -52,10 +63,7 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let key = args
-        .idempotency_key
-        .clone()
-        .unwrap_or_else(|| spec.default_idempotency_key());
+    let key = idempotency_key.unwrap_or_else(|| spec.default_idempotency_key());
     if key.is_empty() || key.len() > 128 {
         return Err(crate::spec::ValidationError::new(
             "idempotency_key",
@@ -73,7 +81,7 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
     let steps = flow::plan(&spec, &placement);
 
     let journal = app.journal()?;
-    let on_failure = match args.on_failure {
+    let on_failure = match on_failure {
         OnFailure::Rollback => "rollback",
         OnFailure::Keep => "keep",
     };
@@ -102,7 +110,8 @@ pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
                 run.id
             );
             let reporter = progress::reporter(!app.json);
-            let run = operations::drive_rollback(app, journal.clone(), &run.id, reporter).await?;
+            let run =
+                operations::drive_rollback(app, journal.clone(), &run.id, reporter, false).await?;
             return Err(CliError::RolledBack {
                 run: run.id,
                 step: "(earlier failure)".into(),

@@ -1,4 +1,5 @@
-//! `dbctl destroy NAME`: roll back the run that created an instance.
+//! `dbctl destroy NAME`: roll back the run that created an instance (its DNS names and
+//! Prometheus targets go; its backups stay unless `--purge-backups`).
 
 use clap::Args;
 
@@ -8,7 +9,9 @@ use crate::operations::{self, App};
 use crate::progress;
 
 #[derive(Debug, Args)]
-#[command(after_long_help = "Example:\n  dbctl destroy orders --project payments")]
+#[command(
+    after_long_help = "Examples:\n  dbctl destroy orders --project payments\n  dbctl destroy scratch --purge-backups"
+)]
 pub struct DestroyArgs {
     /// Instance name
     pub name: String,
@@ -16,13 +19,20 @@ pub struct DestroyArgs {
     /// Project of the instance [default: from config]
     #[arg(long)]
     pub project: Option<String>,
+
+    /// Also delete the instance's backups and archived WAL (kept by default, so a destroyed
+    /// instance can still be restored with `dbctl restore`)
+    #[arg(long)]
+    pub purge_backups: bool,
 }
 
 pub async fn run(app: &App, args: DestroyArgs) -> Result<(), CliError> {
     let (journal, _, run) =
         operations::instance_with_run(app, &args.name, args.project.as_deref())?;
     let reporter = progress::reporter(!app.json);
-    let run = operations::drive_rollback(app, journal.clone(), &run.id, reporter).await?;
+    let run =
+        operations::drive_rollback(app, journal.clone(), &run.id, reporter, args.purge_backups)
+            .await?;
     let view = RunView {
         steps: journal.steps(&run.id)?,
         run,

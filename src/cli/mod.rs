@@ -1,6 +1,7 @@
 //! Command-line surface: clap types, and one small module per command that wires arguments to
 //! `operations` and prints the result as text or JSON.
 
+mod backup;
 mod connect;
 mod create;
 mod destroy;
@@ -9,6 +10,7 @@ mod list;
 mod logs;
 mod output;
 mod plan;
+mod restore;
 mod resume;
 mod rollback;
 mod spec_args;
@@ -114,16 +116,27 @@ pub enum Command {
     Connect(connect::ConnectArgs),
     /// Open a shell (or run a command) on a node of a local instance
     Ssh(ssh::SshArgs),
+    /// List or take an instance's pgBackRest backups
+    Backup(backup::BackupArgs),
+    /// Create a new instance from another's backups (optionally to a point in time)
+    Restore(restore::RestoreArgs),
     /// Internal: the private-network hub of a local VPC (started by dbctl, detached)
     #[command(hide = true)]
     LocalHub {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// Internal: splices stdin/stdout to HOST:PORT (run by QEMU for a guest's S3 connection)
+    #[command(hide = true)]
+    Relay { target: String },
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Relay { target } = &cli.command {
+        return crate::provider::local::relay::run(target)
+            .map_err(|e| anyhow::anyhow!("relay to {target}: {e}").into());
+    }
     let (config_path, explicit) = match cli.config {
         Some(p) => (p, true),
         None => (default_config_path(), false),
@@ -145,6 +158,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Image(a) => image::run(&app, a).await,
         Command::Ssh(a) => ssh::run(&app, a),
         Command::Connect(a) => connect::run(&app, a),
+        Command::Backup(a) => backup::run(&app, a).await,
+        Command::Restore(a) => restore::run(&app, a).await,
+        Command::Relay { .. } => unreachable!("handled before the config is loaded"),
         Command::LocalHub { socket } => {
             crate::provider::local::hub::serve(&socket)
                 .map_err(|e| anyhow::anyhow!("local hub {}: {e}", socket.display()))?;

@@ -34,7 +34,7 @@ pub async fn run(app: &App, args: ResumeArgs) -> Result<(), CliError> {
             .into());
         }
         s if s.is_rolling_back() => {
-            operations::drive_rollback(app, journal.clone(), &run.id, reporter).await?
+            operations::drive_rollback(app, journal.clone(), &run.id, reporter, false).await?
         }
         _ => operations::drive_forward(app, journal.clone(), &run.id, reporter).await?,
     };

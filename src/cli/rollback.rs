@@ -16,12 +16,24 @@ use crate::progress;
 pub struct RollbackArgs {
     /// Run id (run-…)
     pub run: String,
+
+    /// Also delete the backups of an instance that reached RUNNING (a run that never did
+    /// always loses them)
+    #[arg(long)]
+    pub purge_backups: bool,
 }
 
 pub async fn run(app: &App, args: RollbackArgs) -> Result<(), CliError> {
     let journal = app.journal_for(&args.run)?;
     let reporter = progress::reporter(!app.json);
-    let run = operations::drive_rollback(app, journal.clone(), &args.run, reporter).await?;
+    let run = operations::drive_rollback(
+        app,
+        journal.clone(),
+        &args.run,
+        reporter,
+        args.purge_backups,
+    )
+    .await?;
     let view = RunView {
         steps: journal.steps(&run.id)?,
         run,

@@ -58,6 +58,11 @@ pub enum Action {
     DeployPrimary {
         node: String,
     },
+    /// Like `DeployPrimary`, but the data directory is restored from another instance's
+    /// pgBackRest backups (the spec's `restore`) instead of initdb.
+    RestorePrimary {
+        node: String,
+    },
     /// Mount the data disk and install config on a replica (no initdb: it is cloned).
     DeployReplica {
         node: String,
@@ -76,6 +81,12 @@ pub enum Action {
     RegisterDns,
     RegisterMonitoring,
     RegisterBackups,
+    /// Not a flow step: `dbctl backup list` (pgBackRest info of the instance's stanza).
+    BackupInfo,
+    /// Not a flow step: `dbctl backup now` (`full`, `diff` or `incr`).
+    BackupNow {
+        kind: String,
+    },
 }
 
 /// One step of a planned run.
@@ -143,6 +154,9 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
             Action::AttachDisk { node: node.clone() },
         );
         let action = match n.role {
+            Role::Primary if spec.restore.is_some() => {
+                Action::RestorePrimary { node: node.clone() }
+            }
             Role::Primary => Action::DeployPrimary { node: node.clone() },
             Role::Replica => Action::DeployReplica { node: node.clone() },
         };
@@ -188,13 +202,31 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         )];
     }
     let ready: Vec<&str> = ready.iter().map(String::as_str).collect();
-    // DNS, monitoring targets and backup schedules join the register stage with their issue;
-    // their actions are reserved in `Action` so journals stay readable across versions.
-    b.add(
+    // Endpoints first (DNS and monitoring read them); backups need only a ready cluster, so the
+    // first full backup runs beside DNS and exporters.
+    let endpoints = b.add(
         "register.endpoints".into(),
         Register,
         &ready,
         Action::RegisterEndpoints,
+    );
+    b.add(
+        "register.dns".into(),
+        Register,
+        &[&endpoints],
+        Action::RegisterDns,
+    );
+    b.add(
+        "register.monitoring".into(),
+        Register,
+        &[&endpoints],
+        Action::RegisterMonitoring,
+    );
+    b.add(
+        "register.backups".into(),
+        Register,
+        &ready,
+        Action::RegisterBackups,
     );
     b.0
 }

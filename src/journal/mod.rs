@@ -71,13 +71,20 @@ impl Journal {
                 .map_err(|e| open_err(e.into()))?;
         }
         // Create the file ourselves so it is 0600 from the first byte; SQLite gives the -wal and
-        // -shm files the same mode as the database file.
-        OpenOptions::new()
-            .create(true)
-            .append(true)
+        // -shm files the same mode as the database file. `create_new` never opens an existing
+        // journal: closing any descriptor of a file drops every POSIX lock this process holds on
+        // it, including the locks of journal connections already open in this process — and a
+        // process that holds no lock lets another one delete the WAL under it.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| open_err(e.into()))?;
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(open_err(e.into())),
+        }
         let conn = Connection::open(path).map_err(|e| open_err(e.into()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;

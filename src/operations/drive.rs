@@ -22,6 +22,7 @@ fn saga_for(
     journal: &Arc<Journal>,
     run: &RunRow,
     reporter: Arc<dyn Reporter>,
+    purge_backups: bool,
 ) -> Result<Saga, CliError> {
     let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
         .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
@@ -33,6 +34,7 @@ fn saga_for(
         instance_id: &run.instance_id,
         spec: &spec,
         placement: &placement,
+        purge_backups,
     };
     let mut bound = Vec::new();
     for row in journal.steps(&run.id)? {
@@ -105,7 +107,8 @@ pub async fn drive_forward(
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunRow, CliError> {
     let run = super::find_run(&journal, run_id)?;
-    let saga = saga_for(app, &journal, &run, reporter)?;
+    // A create that fails is rolled back with this saga: it never ran, its backups go too.
+    let saga = saga_for(app, &journal, &run, reporter, true)?;
     let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
     journal.transition(&run, RunState::Running, None, InstanceState::Creating)?;
     saga.log()
@@ -157,17 +160,21 @@ pub async fn drive_forward(
 }
 
 /// Undoes a run (any state but rolled back), e.g. `dbctl rollback` or `dbctl destroy`.
+/// The backups of an instance that reached RUNNING are kept unless `purge_backups`; those of a
+/// run that never got there are always removed (nothing of a failed create is left behind).
 pub async fn drive_rollback(
     app: &App,
     journal: Arc<Journal>,
     run_id: &str,
     reporter: Arc<dyn Reporter>,
+    purge_backups: bool,
 ) -> Result<RunRow, CliError> {
     let run = super::find_run(&journal, run_id)?;
     if run.state == RunState::RolledBack {
         return Ok(run);
     }
-    let saga = saga_for(app, &journal, &run, reporter)?;
+    let purge = purge_backups || run.state != RunState::Succeeded;
+    let saga = saga_for(app, &journal, &run, reporter, purge)?;
     let keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
     let cause = run
         .error

@@ -5,11 +5,13 @@ mod drive;
 mod lease_keeper;
 mod lookup;
 mod placement;
+mod task;
 
 pub use admit::{Admission, admit};
 pub use drive::{drive_forward, drive_rollback};
 pub use lookup::{find_instance, find_run, instance_with_run, latest_create_run};
 pub use placement::place;
+pub use task::run_task;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -160,29 +160,34 @@ impl Step for DeployPrimary {
     }
 
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        self.pg.undeploy(ctx, &self.node).await
+    }
+}
+
+impl Pg {
+    /// Stops and removes the cluster and unmounts the data disk (the rollback of a deploy).
+    pub(super) async fn undeploy(&self, ctx: &StepCtx, node: &str) -> Result<(), StepError> {
         // Without a recorded VM there is no node to undo anything on.
-        if ctx.input(&format!("provision.vm.{}", self.node)).is_none() {
+        if ctx.input(&format!("provision.vm.{node}")).is_none() {
             return Ok(());
         }
         // A node that cannot be reached has nothing we could undo; its VM goes next anyway.
-        if let Err(e) = self.pg.access.session(ctx, &self.node).await {
+        if let Err(e) = self.access.session(ctx, node).await {
             ctx.log(&format!(
-                "{}: not reachable ({e}); nothing to undo on the node",
-                self.node
+                "{node}: not reachable ({e}); nothing to undo on the node"
             ));
             return Ok(());
         }
-        let major = self.pg.spec.version.to_string();
-        self.pg
-            .run_script(
-                ctx,
-                &self.node,
-                "remove cluster, unmount data disk",
-                &as_root(&[&major]),
-                Some(UNDEPLOY.as_bytes()),
-                Duration::from_secs(120),
-            )
-            .await
-            .map(|_| ())
+        let major = self.spec.version.to_string();
+        self.run_script(
+            ctx,
+            node,
+            "remove cluster, unmount data disk",
+            &as_root(&[&major]),
+            Some(UNDEPLOY.as_bytes()),
+            Duration::from_secs(120),
+        )
+        .await
+        .map(|_| ())
     }
 }

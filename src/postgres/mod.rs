@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 mod deploy;
 mod replica;
+mod restore;
 pub mod secrets;
 mod setup;
 pub mod tls;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 pub use deploy::DeployPrimary;
 pub use replica::{CloneReplica, DeployReplica, VerifyReplication, slot_name};
+pub use restore::RestorePrimary;
 pub use setup::{Endpoint, SetupPrimary};
 
 use crate::saga::{StepCtx, StepError};
@@ -42,6 +44,18 @@ pub trait NodeAccess: Send + Sync {
     fn private_address(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
     /// The stable device path of the node's data disk.
     fn data_device(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError>;
+    /// Where Prometheus reaches the exporter listening on `guest_port` of `node`.
+    fn metrics_target(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        guest_port: u16,
+    ) -> Result<(String, u16), StepError>;
+    /// The address the S3 endpoint's name must resolve to on the node when the node cannot
+    /// reach the endpoint directly (the local provider's relay); `None` = reach it directly.
+    fn s3_route(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The implementation of a deploy/setup/register action, the same on every provider (only
@@ -60,8 +74,19 @@ pub fn bind(
             .map(|n| n.node.clone())
             .unwrap_or_else(|| "primary".into())
     };
+    let nodes = || {
+        placement
+            .nodes
+            .iter()
+            .map(|n| (n.node.clone(), n.role))
+            .collect::<Vec<_>>()
+    };
     Some(match action {
         A::DeployPrimary { node } => Arc::new(DeployPrimary {
+            pg,
+            node: node.clone(),
+        }),
+        A::RestorePrimary { node } => Arc::new(RestorePrimary {
             pg,
             node: node.clone(),
         }),
@@ -91,6 +116,26 @@ pub fn bind(
         A::RegisterEndpoints => {
             Arc::new(crate::register::RegisterEndpoints::for_placement(placement))
         }
+        A::RegisterDns => Arc::new(crate::register::RegisterDns { pg, nodes: nodes() }),
+        A::RegisterMonitoring => Arc::new(crate::register::RegisterMonitoring {
+            pg,
+            primary: primary(),
+            nodes: nodes(),
+        }),
+        A::RegisterBackups => Arc::new(crate::register::RegisterBackups {
+            pg,
+            primary: primary(),
+        }),
+        A::BackupInfo => Arc::new(crate::register::BackupTask {
+            pg,
+            primary: primary(),
+            kind: None,
+        }),
+        A::BackupNow { kind } => Arc::new(crate::register::BackupTask {
+            pg,
+            primary: primary(),
+            kind: Some(kind.clone()),
+        }),
         _ => return None,
     })
 }
@@ -101,6 +146,10 @@ pub struct Pg {
     pub spec: InstanceSpec,
     pub instance_id: String,
     pub state_dir: PathBuf,
+    /// Names, Prometheus targets, backup repository.
+    pub register: Arc<crate::register::Settings>,
+    /// Rolling back deletes the backups too (a failed create, `destroy --purge-backups`).
+    pub purge_backups: bool,
 }
 
 impl Pg {
@@ -114,7 +163,7 @@ impl Pg {
     }
 
     /// Runs a root script on the node, logging its name (never its input) to the run's events.
-    async fn run_script(
+    pub(crate) async fn run_script(
         &self,
         ctx: &StepCtx,
         node: &str,
@@ -141,7 +190,7 @@ impl Pg {
 
     /// Writes `content` to `path` on the node with owner and mode, via stdin (so secrets never
     /// appear in a command line).
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         ctx: &StepCtx,
         node: &str,

@@ -30,6 +30,8 @@ pub struct RunInfo<'a> {
     pub instance_id: &'a str,
     pub spec: &'a InstanceSpec,
     pub placement: &'a crate::scheduler::Placement,
+    /// Rolling back removes the instance's backups too.
+    pub purge_backups: bool,
 }
 
 /// A node as its provider sees it right now (for `dbctl status`).
@@ -137,14 +139,17 @@ pub fn connect(
     config: &Config,
     dirs: &ProviderDirs,
 ) -> Result<Box<dyn Provider>, ValidationError> {
+    let register = std::sync::Arc::new(crate::register::Settings::new(config, &dirs.state));
     match name {
         "local" => Ok(Box::new(local::Local::new(
             &config.local,
+            register,
             dirs.state.clone(),
             dirs.cache.clone(),
         ))),
         "aws" => Ok(Box::new(aws::provider::Aws::new(
             &config.aws,
+            register,
             dirs.state.clone(),
         ))),
         #[cfg(feature = "testbed")]

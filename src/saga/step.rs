@@ -71,6 +71,27 @@ pub struct StepCtx {
 }
 
 impl StepCtx {
+    /// A context for running one action outside a saga (`dbctl backup now`): `inputs` are the
+    /// run's recorded outputs; log lines go to the run's events under `step`.
+    pub fn detached(
+        journal: Arc<Journal>,
+        run_id: &str,
+        step: &str,
+        inputs: BTreeMap<String, Value>,
+    ) -> StepCtx {
+        StepCtx {
+            run_id: run_id.to_string(),
+            step: step.to_string(),
+            attempt: 1,
+            generation: 0,
+            client_token: String::new(),
+            inputs,
+            outputs: None,
+            journal,
+            faults: Arc::new(super::FaultPlan::default()),
+        }
+    }
+
     pub fn input(&self, step: &str) -> Option<&Value> {
         self.inputs.get(step)
     }

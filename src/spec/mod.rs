@@ -55,6 +55,21 @@ pub struct InstanceSpec {
     pub tags: BTreeMap<String, String>,
     /// Time to live in seconds; the instance is reported expired after it.
     pub ttl_secs: Option<u64>,
+    /// Set by `dbctl restore`: the primary starts from another instance's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreFrom>,
+}
+
+/// Where a restored instance's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The source instance (it may have been destroyed since; its backups are kept).
+    pub instance_id: String,
+    pub instance: String,
+    /// The source's pgBackRest stanza.
+    pub stanza: String,
+    /// Recovery target (`YYYY-MM-DD HH:MM:SS+00`); none = the end of the archived WAL.
+    pub target_time: Option<String>,
 }
 
 impl InstanceSpec {

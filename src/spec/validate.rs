@@ -47,7 +47,7 @@ impl Defaults {
     }
 }
 
-const MAX_NAME: usize = 40;
+pub(crate) const MAX_NAME: usize = 40;
 const MAX_PROJECT: usize = 30;
 const DISK_GIB: (u32, u32) = (1, 16_384);
 const VCPUS: (u32, u32) = (1, 64);
@@ -98,7 +98,7 @@ fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Val
 }
 
 /// A DNS label: lowercase letters, digits and inner hyphens, starting with a letter.
-fn check_dns_label(field: &str, v: &str, max: usize) -> Result<(), ValidationError> {
+pub(crate) fn check_dns_label(field: &str, v: &str, max: usize) -> Result<(), ValidationError> {
     if v.is_empty() {
         return err(field, "must not be empty");
     }
@@ -416,6 +416,7 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
         users,
         tags,
         ttl_secs,
+        restore: None,
     })
 }
 

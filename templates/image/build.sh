@@ -1,13 +1,13 @@
 #!/bin/bash
 # Builds dbctl's base VM image: Debian 12 (debootstrap), kernel, systemd, OpenSSH, cloud-init
-# (NoCloud), sudo, PostgreSQL 15 server binaries. Run by `dbctl image build` as root with:
+# (NoCloud), sudo, PostgreSQL 15 server binaries, pgBackRest, Prometheus node/postgres exporters. Run by `dbctl image build` as root with:
 #   WORK  scratch directory (root fs, debootstrap cache)   OUT  directory for the image files
 #   FILES directory holding 99-dbctl.cfg and init           MIRROR  Debian mirror URI
 # Produces OUT/{base.qcow2,vmlinuz,initrd.img,image.env}. Every line it prints is progress.
 set -euo pipefail
 : "${WORK:?}" "${OUT:?}" "${FILES:?}" "${MIRROR:?}"
 ROOT=$WORK/root
-PKGS=linux-image-cloud-amd64,systemd-sysv,udev,iproute2,openssh-server,cloud-init,python3-cffi-backend,postgresql-15,postgresql-contrib,sudo,busybox-static,e2fsprogs,util-linux
+PKGS=linux-image-cloud-amd64,systemd-sysv,udev,iproute2,openssh-server,cloud-init,python3-cffi-backend,postgresql-15,postgresql-contrib,sudo,busybox-static,e2fsprogs,util-linux,ca-certificates,pgbackrest,prometheus-node-exporter,prometheus-postgres-exporter
 
 echo "debootstrap bookworm from $MIRROR (a few minutes)"
 rm -rf "$ROOT"
@@ -49,6 +49,8 @@ printf '[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-onli
 ch "pg_dropcluster 15 main" || true
 sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' "$ROOT/etc/postgresql-common/createcluster.conf"
 ch "systemctl disable postgresql.service"
+# Backups and exporters are configured by dbctl's register stage, which also starts them.
+ch "systemctl disable prometheus-node-exporter.service prometheus-postgres-exporter.service"
 
 # Boot time: mask units a database VM does not need.
 for u in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
@@ -98,6 +100,7 @@ mkfs.ext4 -q -F -L rootfs -d "$ROOT" "$WORK/base.raw" 4G
 qemu-img convert -f raw -O qcow2 "$WORK/base.raw" "$OUT/base.qcow2"
 rm -f "$WORK/base.raw"
 PGMAJORS=$(ls "$ROOT/usr/lib/postgresql" | tr '\n' ' ')
-printf 'KERNEL=%s\nPOSTGRES_MAJORS=%s\n' "$KVER" "$PGMAJORS" > "$OUT/image.env"
+PGBACKREST=$(chroot "$ROOT" dpkg-query -W -f '${Version}' pgbackrest)
+printf 'KERNEL=%s\nPOSTGRES_MAJORS=%s\nPGBACKREST=%s\n' "$KVER" "$PGMAJORS" "$PGBACKREST" > "$OUT/image.env"
 rm -rf "$ROOT"
 echo "done"

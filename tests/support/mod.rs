@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ impl Env {
     /// An environment whose default provider is the real local one (QEMU VMs).
     pub fn local() -> Env {
         Env::for_provider("local", "")
+    }
+
+    /// The local provider with more config (e.g. a `[backup]` section).
+    pub fn local_with(extra: &str) -> Env {
+        Env::for_provider("local", extra)
     }
 
     fn for_provider(provider: &str, extra: &str) -> Env {

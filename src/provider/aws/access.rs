@@ -18,7 +18,8 @@ use crate::ssh::{ClientKey, SshSession, SshTarget, host_key_from_console};
 
 pub struct AwsAccess {
     pub env: Arc<AwsEnv>,
-    pub dns_name: String,
+    /// The instance's DNS names (primary and read-only): the certificate carries them all.
+    pub dns_names: Vec<String>,
 }
 
 /// Sessions by instance id, shared by the run's steps in this process.
@@ -138,7 +139,7 @@ impl NodeAccess for AwsAccess {
 
     fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError> {
         let vm = vm(ctx, node)?;
-        let mut names = vec![self.dns_name.clone()];
+        let mut names = self.dns_names.clone();
         names.extend(vm.public_ip);
         names.extend(vm.private_ip);
         Ok(names)
@@ -157,5 +158,15 @@ impl NodeAccess for AwsAccess {
             "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
             vol.volume_id.replace('-', "")
         ))
+    }
+
+    fn metrics_target(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        guest_port: u16,
+    ) -> Result<(String, u16), StepError> {
+        // Prometheus runs inside the VPC: it scrapes the private address.
+        Ok((self.private_address(ctx, node)?, guest_port))
     }
 }

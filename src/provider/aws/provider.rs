@@ -17,15 +17,21 @@ use crate::spec::{InstanceSpec, ValidationError};
 
 pub struct Aws {
     config: AwsSection,
+    register: Arc<crate::register::Settings>,
     state_dir: PathBuf,
     /// One environment (settings + lazily connected client) per run.
     envs: Mutex<HashMap<String, Arc<AwsEnv>>>,
 }
 
 impl Aws {
-    pub fn new(config: &AwsSection, state_dir: PathBuf) -> Aws {
+    pub fn new(
+        config: &AwsSection,
+        register: Arc<crate::register::Settings>,
+        state_dir: PathBuf,
+    ) -> Aws {
         Aws {
             config: config.clone(),
+            register,
             state_dir,
             envs: Mutex::new(HashMap::new()),
         }
@@ -117,11 +123,16 @@ impl Provider for Aws {
             Arc::new(Pg {
                 access: Arc::new(AwsAccess {
                     env: env.clone(),
-                    dns_name: format!("{}.{}.dbctl.internal", run.spec.name, run.spec.project),
+                    dns_names: vec![
+                        self.register.primary_name(run.spec),
+                        self.register.replica_name(run.spec),
+                    ],
                 }),
                 spec: run.spec.clone(),
                 instance_id: run.instance_id.to_string(),
                 state_dir: self.state_dir.clone(),
+                register: self.register.clone(),
+                purge_backups: run.purge_backups,
             })
         };
         if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {

@@ -13,7 +13,8 @@ use crate::ssh::SshSession;
 
 pub struct LocalAccess {
     pub env: Arc<LocalEnv>,
-    pub dns_name: String,
+    /// The instance's DNS names (primary and read-only): the certificate carries them all.
+    pub dns_names: Vec<String>,
 }
 
 /// The address connections forwarded from 127.0.0.1 arrive from, inside the guest.
@@ -39,12 +40,9 @@ impl NodeAccess for LocalAccess {
 
     fn cert_names(&self, ctx: &StepCtx, node: &str) -> Result<Vec<String>, StepError> {
         let vm = vm_of(ctx, node)?;
-        Ok(vec![
-            self.dns_name.clone(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-            vm.private_ip,
-        ])
+        let mut names = self.dns_names.clone();
+        names.extend(["localhost".into(), "127.0.0.1".into(), vm.private_ip]);
+        Ok(names)
     }
 
     fn private_address(&self, ctx: &StepCtx, node: &str) -> Result<String, StepError> {
@@ -56,5 +54,26 @@ impl NodeAccess for LocalAccess {
             "/dev/disk/by-id/virtio-{}",
             super::steps::DATA_SERIAL
         ))
+    }
+
+    fn metrics_target(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        guest_port: u16,
+    ) -> Result<(String, u16), StepError> {
+        let vm = vm_of(ctx, node)?;
+        vm.forwarded(guest_port)
+            .map(|p| ("127.0.0.1".to_string(), p))
+            .ok_or_else(|| {
+                StepError::Permanent(format!(
+                    "{node}: guest port {guest_port} is not forwarded (VM created by an older dbctl?)"
+                ))
+            })
+    }
+
+    fn s3_route(&self) -> Option<String> {
+        (self.env.register.backup.repo == crate::config::RepoKind::S3)
+            .then(|| super::S3_RELAY_ADDR.to_string())
     }
 }

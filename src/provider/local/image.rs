@@ -42,6 +42,9 @@ pub struct Manifest {
     pub distro: String,
     pub kernel: String,
     pub postgres_majors: Vec<u32>,
+    /// pgBackRest version (empty for images built before backups joined the recipe).
+    #[serde(default)]
+    pub pgbackrest: String,
     pub base_sha256: String,
     pub base_bytes: u64,
     pub built_at: String,
@@ -251,6 +254,7 @@ pub fn build(cache: &Path, force: bool, progress: &dyn Fn(&str)) -> Result<Image
             .split_whitespace()
             .filter_map(|m| m.parse().ok())
             .collect(),
+        pgbackrest: field("PGBACKREST"),
         base_sha256,
         base_bytes,
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

@@ -14,6 +14,7 @@ mod paths;
 mod process;
 mod qemu;
 mod qmp;
+pub mod relay;
 mod seed;
 mod steps;
 
@@ -41,6 +42,7 @@ pub struct LocalEnv {
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub config: LocalSection,
+    pub register: Arc<crate::register::Settings>,
     sessions: Mutex<HashMap<u16, Arc<SshSession>>>,
 }
 
@@ -85,17 +87,28 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn new(config: &LocalSection, state_dir: PathBuf, cache_dir: PathBuf) -> Local {
+    pub fn new(
+        config: &LocalSection,
+        register: Arc<crate::register::Settings>,
+        state_dir: PathBuf,
+        cache_dir: PathBuf,
+    ) -> Local {
         Local {
             env: Arc::new(LocalEnv {
                 state_dir,
                 cache_dir,
                 config: config.clone(),
+                register,
                 sessions: Mutex::new(HashMap::new()),
             }),
         }
     }
 }
+
+/// Where a guest connects for the S3 backup repository: an address on the user-mode network
+/// that QEMU relays (guestfwd) to the configured endpoint through `dbctl relay`; the
+/// endpoint's name resolves to it in the guest.
+pub const S3_RELAY_ADDR: &str = "10.0.2.100";
 
 /// The private segment every local VPC uses (each VPC is its own hub, so they never meet).
 pub(crate) fn hub_cidr() -> &'static str {

@@ -24,6 +24,8 @@ pub struct VmConfig<'a> {
     pub private_ip: &'a str,
     /// (guest port, host port on 127.0.0.1): the only ports reachable from the host.
     pub forwards: &'a [(u16, u16)],
+    /// `guestfwd` rules: the only connections the guest may open outwards.
+    pub guest_forwards: &'a [String],
     pub hub_socket: &'a Path,
 }
 
@@ -54,6 +56,12 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
         .forwards
         .iter()
         .map(|(g, h)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
+        .chain(
+            cfg.guest_forwards
+                .iter()
+                // QEMU's option syntax escapes a comma by doubling it.
+                .map(|g| format!(",guestfwd={}", g.replace(',', ",,"))),
+        )
         .collect();
     c.arg("-name")
         .arg(format!("{},process={}", cfg.name, cfg.name))
@@ -81,7 +89,8 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
             p.seed().display()
         ))
         .args(["-device", "virtio-blk-pci,drive=seed,addr=0x4"])
-        // restrict=on: the guest reaches nothing outside; only the forwarded ports come in.
+        // restrict=on: the guest reaches nothing outside but its guestfwd targets; only the
+        // forwarded ports come in.
         .arg("-netdev")
         .arg(format!("user,id=mgmt,restrict=on{fwd}"))
         .arg("-device")

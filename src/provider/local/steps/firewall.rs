@@ -12,9 +12,14 @@ pub struct FirewallStep {
     pub paths: RunPaths,
 }
 
-/// Guest ports open to the host: SSH for dbctl and PostgreSQL for clients. Between the nodes
-/// of the VPC, the private segment carries replication.
-pub const INGRESS: &[(u16, &str)] = &[(22, "ssh"), (5432, "postgres")];
+/// Guest ports open to the host: SSH for dbctl, PostgreSQL for clients, the exporters for
+/// Prometheus. Between the nodes of the VPC, the private segment carries replication.
+pub const INGRESS: &[(u16, &str)] = &[
+    (22, "ssh"),
+    (5432, "postgres"),
+    (9100, "node-exporter"),
+    (9187, "postgres-exporter"),
+];
 
 #[async_trait]
 impl Step for FirewallStep {

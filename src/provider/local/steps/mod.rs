@@ -16,8 +16,8 @@ pub use attach::SERIAL as DATA_SERIAL;
 pub use network::SUBNET;
 pub use vm::VmOut;
 
-/// Guest ports open to the host by default (SSH, PostgreSQL).
-pub const INGRESS_PORTS: &[u16] = &[22, 5432];
+/// Guest ports open to the host by default (SSH, PostgreSQL, node and postgres exporters).
+pub const INGRESS_PORTS: &[u16] = &[22, 5432, 9100, 9187];
 
 use super::access::LocalAccess;
 use super::image::{self, Image};
@@ -58,15 +58,20 @@ impl Step for NotYet {
 pub fn bind(env: &Arc<LocalEnv>, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {
     let paths = RunPaths::new(&env.state_dir, run.run_id);
     let pg = || {
-        let dns_name = format!("{}.{}.dbctl.local", run.spec.name, run.spec.project);
+        let dns_names = vec![
+            env.register.primary_name(run.spec),
+            env.register.replica_name(run.spec),
+        ];
         Arc::new(Pg {
             access: Arc::new(LocalAccess {
                 env: env.clone(),
-                dns_name,
+                dns_names,
             }),
             spec: run.spec.clone(),
             instance_id: run.instance_id.to_string(),
             state_dir: env.state_dir.clone(),
+            register: env.register.clone(),
+            purge_backups: run.purge_backups,
         })
     };
     if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {

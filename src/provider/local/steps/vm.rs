@@ -44,12 +44,23 @@ pub struct VmOut {
     pub private_ip: String,
     pub ssh_port: u16,
     pub pg_port: u16,
+    /// Every forwarded guest port → host port on 127.0.0.1 (exporters included).
+    #[serde(default)]
+    pub forwards: Vec<(u16, u16)>,
     /// The verified host key, OpenSSH format.
     pub host_key: String,
     pub dir: std::path::PathBuf,
 }
 
 impl VmOut {
+    /// The host port that reaches `guest_port`, if the firewall forwards it.
+    pub fn forwarded(&self, guest_port: u16) -> Option<u16> {
+        self.forwards
+            .iter()
+            .find(|(g, _)| *g == guest_port)
+            .map(|(_, h)| *h)
+    }
+
     pub fn ssh_target(&self) -> Result<SshTarget, StepError> {
         let host_key = parse_public_key(&self.host_key).ok_or_else(|| {
             StepError::Permanent(format!("{}: unreadable recorded host key", self.node))
@@ -63,10 +74,27 @@ impl VmOut {
     }
 }
 
+/// Host ports of one VM (0 = not allocated yet: a file written by an older dbctl).
 #[derive(Serialize, Deserialize)]
 struct Ports {
     ssh: u16,
     pg: u16,
+    #[serde(default)]
+    node_exporter: u16,
+    #[serde(default)]
+    pg_exporter: u16,
+}
+
+impl Ports {
+    fn for_guest(&self, guest: u16) -> u16 {
+        use crate::register::{NODE_EXPORTER_PORT, POSTGRES_EXPORTER_PORT};
+        match guest {
+            22 => self.ssh,
+            NODE_EXPORTER_PORT => self.node_exporter,
+            POSTGRES_EXPORTER_PORT => self.pg_exporter,
+            _ => self.pg,
+        }
+    }
 }
 
 impl VmStep {
@@ -81,13 +109,17 @@ impl VmStep {
     /// Host ports stay the same across re-executions (recorded before QEMU starts).
     fn ports(&self) -> Result<Ports, StepError> {
         let file = self.vm().ports();
+        let free = || host::free_port().map_err(io_err("port"));
         if let Ok(Ok(p)) = std::fs::read_to_string(&file).map(|t| serde_json::from_str::<Ports>(&t))
+            && p.node_exporter != 0
         {
             return Ok(p);
         }
         let p = Ports {
-            ssh: host::free_port().map_err(io_err("port"))?,
-            pg: host::free_port().map_err(io_err("port"))?,
+            ssh: free()?,
+            pg: free()?,
+            node_exporter: free()?,
+            pg_exporter: free()?,
         };
         std::fs::write(&file, serde_json::to_string(&p).expect("json"))
             .map_err(io_err(file.display()))?;
@@ -143,10 +175,8 @@ impl VmStep {
         // A new instance-id per generation: a recreated VM must be seeded afresh.
         let instance_id = format!("{}-{}-g{}", self.run_id, self.node, ctx.generation);
         seed::write_iso(&vm.seed(), &user_data, &instance_id, &hostname).map_err(io_err("seed"))?;
-        let forwards = firewall_ports(&self.paths)
-            .into_iter()
-            .map(|p| (p, if p == 22 { ports.ssh } else { ports.pg }))
-            .collect::<Vec<_>>();
+        let forwards = self.forwards(ports);
+        let guest_forwards = self.guest_forwards()?;
         let cfg = VmConfig {
             name: &self.name(),
             image: &image,
@@ -156,9 +186,36 @@ impl VmStep {
             index: node_index(&self.node),
             private_ip: &ip,
             forwards: &forwards,
+            guest_forwards: &guest_forwards,
             hub_socket: &self.paths.hub_socket(),
         };
         qemu::start(&cfg, &vm).map_err(StepError::Transient)
+    }
+
+    fn forwards(&self, ports: &Ports) -> Vec<(u16, u16)> {
+        firewall_ports(&self.paths)
+            .into_iter()
+            .map(|p| (p, ports.for_guest(p)))
+            .collect()
+    }
+
+    /// Connections the guest may open to the outside (restrict=on blocks all others): the S3
+    /// backup repository, relayed by `dbctl relay` to the configured endpoint.
+    fn guest_forwards(&self) -> Result<Vec<String>, StepError> {
+        let s = &self.env.register;
+        if s.backup.repo != crate::config::RepoKind::S3 {
+            return Ok(Vec::new());
+        }
+        let exe = std::env::current_exe().map_err(io_err("dbctl executable"))?;
+        // The guest reaches the endpoint's own port on the relay address (its name resolves
+        // there in the guest), so TLS and the S3 Host header carry the real name.
+        let (_, port) = s.s3_host_port();
+        Ok(vec![format!(
+            "tcp:{}:{port}-cmd:'{}' relay {}",
+            crate::provider::local::S3_RELAY_ADDR,
+            exe.display(),
+            s.s3_connect_to()
+        )])
     }
 
     /// Polls the serial console (with backoff) for the host key block.
@@ -227,6 +284,7 @@ impl Step for VmStep {
             private_ip: private_ip(&self.node),
             ssh_port: ports.ssh,
             pg_port: ports.pg,
+            forwards: self.forwards(&ports),
             host_key,
             dir: vm.dir.clone(),
         };

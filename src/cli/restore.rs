@@ -1,0 +1,162 @@
+//! `dbctl restore NAME --as NEW [--to TIMESTAMP]`: a new instance whose primary starts from
+//! NAME's pgBackRest backups — at the end of the archived WAL, or at a point in time — created
+//! through the same flow as `create` (replicas, DNS, monitoring, its own backups).
+
+use clap::Args;
+
+use super::create::{OnFailure, create_spec};
+use crate::config::RepoKind;
+use crate::error::CliError;
+use crate::operations::{self, App};
+use crate::spec::{InstanceSpec, RestoreFrom, ValidationError};
+
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "The source may be live or destroyed (its backups are kept unless \
+    it was destroyed with --purge-backups); the repository must be shared (backup.repo = \"s3\").\n\n\
+    Examples:\n  \
+    dbctl restore orders --as orders-copy\n  \
+    dbctl restore orders --as orders-before-migration --to 2026-11-26T17:30:00Z"
+)]
+pub struct RestoreArgs {
+    /// Instance whose backups are restored
+    pub name: String,
+
+    /// Name of the new instance
+    #[arg(long = "as", value_name = "NEW")]
+    pub new_name: String,
+
+    /// Recover to this moment (RFC 3339, UTC offset required, e.g. 2026-11-26T17:30:00Z)
+    /// [default: everything archived]
+    #[arg(long = "to", value_name = "TIMESTAMP")]
+    pub to: Option<String>,
+
+    /// Project of both instances [default: from config]
+    #[arg(long)]
+    pub project: Option<String>,
+
+    /// Names this request (as for create)
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
+    /// What to do when a step fails for good
+    #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
+    pub on_failure: OnFailure,
+}
+
+/// `--to` as PostgreSQL's recovery_target_time wants it, rejecting the future.
+fn target_time(to: &str) -> Result<String, ValidationError> {
+    let at = to
+        .ends_with('Z')
+        .then(|| humantime::parse_rfc3339_weak(to).ok())
+        .flatten()
+        .ok_or_else(|| {
+            ValidationError::new(
+                "to",
+                format!("{to:?} is not an RFC 3339 UTC time like 2026-11-26T17:30:00Z"),
+            )
+        })?;
+    if at > std::time::SystemTime::now() {
+        return Err(ValidationError::new("to", format!("{to} is in the future")));
+    }
+    let text = humantime::format_rfc3339_micros(at).to_string();
+    // 2026-11-26T17:30:00.000000Z → 2026-11-26 17:30:00.000000+00
+    Ok(text.replace('T', " ").replace('Z', "+00"))
+}
+
+pub async fn run(app: &App, args: RestoreArgs) -> Result<(), CliError> {
+    crate::spec::validate::check_dns_label("as", &args.new_name, crate::spec::validate::MAX_NAME)?;
+    let target = args.to.as_deref().map(target_time).transpose()?;
+    if app.config.backup.repo != RepoKind::S3 {
+        return Err(ValidationError::new(
+            "backup.repo",
+            "restore reads a shared repository: set backup.repo = \"s3\" (a \"node\" repository lives and dies with its node)",
+        )
+        .into());
+    }
+    let spec = restore_spec(app, &args, target)?;
+    create_spec(app, spec, args.idempotency_key, args.on_failure).await
+}
+
+/// The source's spec, renamed, with where its data comes from.
+fn restore_spec(
+    app: &App,
+    args: &RestoreArgs,
+    target: Option<String>,
+) -> Result<InstanceSpec, CliError> {
+    let journal = app.journal_for(&format!("instance {:?}", args.name))?;
+    let project = args
+        .project
+        .clone()
+        .unwrap_or_else(|| app.config.defaults.project.clone());
+    // A live instance, else the newest destroyed one of that name (its backups may be kept).
+    let source = match journal.live_instance(&project, &args.name)? {
+        Some(i) => i,
+        None => journal
+            .instances(true)?
+            .into_iter()
+            .find(|i| i.project == project && i.name == args.name)
+            .ok_or_else(|| {
+                CliError::NotFound(format!(
+                    "instance {:?} not found in project {project:?}",
+                    args.name
+                ))
+            })?,
+    };
+    let run = operations::latest_create_run(&journal, &source)?;
+    let backups = journal
+        .steps(&run.id)?
+        .into_iter()
+        .find(|s| s.name == "register.backups")
+        .and_then(|s| s.outputs)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "name",
+                format!(
+                    "{} has no backups recorded (its register.backups step never finished)",
+                    args.name
+                ),
+            )
+        })?;
+    if backups["repo"] != "s3" {
+        return Err(ValidationError::new(
+            "name",
+            format!(
+                "{} keeps its backups on its own node ({}); only instances backed up to S3 can be restored elsewhere",
+                args.name,
+                backups["repository"].as_str().unwrap_or("node")
+            ),
+        )
+        .into());
+    }
+    let mut spec: InstanceSpec = serde_json::from_str(&run.spec_json)
+        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
+    spec.name = args.new_name.clone();
+    spec.restore = Some(RestoreFrom {
+        instance_id: source.id.clone(),
+        instance: source.name.clone(),
+        stanza: backups["stanza"].as_str().unwrap_or_default().to_string(),
+        target_time: target,
+    });
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_times_are_utc_and_not_in_the_future() {
+        assert_eq!(
+            target_time("2026-01-02T03:04:05Z").unwrap(),
+            "2026-01-02 03:04:05.000000+00"
+        );
+        assert_eq!(
+            target_time("2026-01-02T03:04:05.25Z").unwrap(),
+            "2026-01-02 03:04:05.250000+00"
+        );
+        for bad in ["yesterday", "2026-01-02 03:04:05", "2999-01-01T00:00:00Z"] {
+            assert_eq!(target_time(bad).unwrap_err().field, "to", "{bad}");
+        }
+    }
+}

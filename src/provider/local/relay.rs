@@ -1,0 +1,52 @@
+//! `dbctl relay HOST:PORT`: what QEMU runs (guestfwd `cmd:`) for each connection a guest opens
+//! to the S3 relay address — the connection arrives on stdin/stdout and is spliced to
+//! HOST:PORT. The guest stays restricted (restrict=on) yet reaches exactly this one endpoint,
+//! wherever it is, with no listener opened on the host.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the guest may keep sending after the server has finished.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Splices stdin/stdout and `target` until the server is done and the guest has closed.
+pub fn run(target: &str) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(target)?;
+    let _ = upstream.set_nodelay(true);
+    let mut to_upstream = upstream.try_clone()?;
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut open = true;
+        // Keep reading even after the server is gone: see below.
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            if open && to_upstream.write_all(&buf[..n]).is_err() {
+                open = false;
+            }
+        }
+        let _ = to_upstream.shutdown(Shutdown::Write);
+        let _ = done_tx.send(());
+    });
+    let mut from_upstream = upstream;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from_upstream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+    // The server is done: tell the guest (EOF on its side), then wait until it closes too.
+    // Exiting while the guest's last bytes (e.g. a TLS close_notify) sit unread in our socket
+    // would make the kernel reset the connection, and the reset can overtake the response
+    // still queued for the guest.
+    // SAFETY: shutdown(2) on our own stdout descriptor.
+    unsafe { libc::shutdown(1, libc::SHUT_WR) };
+    let _ = done_rx.recv_timeout(DRAIN);
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `register.dns`: the instance's stable names — `<name>.<project>.<suffix>` for the primary,
+//! `<name>-ro.<project>.<suffix>` for the replicas — published in dbctl's hosts-format file
+//! (addresses as the operator reaches the nodes) and in every node's /etc/hosts (private
+//! addresses, so applications and replicas inside the network use the same names).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::hosts::replace_block;
+use crate::postgres::Pg;
+use crate::saga::{Step, StepCtx, StepError};
+use crate::scheduler::Role;
+
+pub struct RegisterDns {
+    pub pg: Arc<Pg>,
+    pub nodes: Vec<(String, Role)>,
+}
+
+impl RegisterDns {
+    fn name_of(&self, role: Role) -> String {
+        let (s, spec) = (&self.pg.register, &self.pg.spec);
+        match role {
+            Role::Primary => s.primary_name(spec),
+            Role::Replica => s.replica_name(spec),
+        }
+    }
+
+    fn edit_hosts_file(&self, path: &std::path::Path, lines: &[String]) -> Result<(), StepError> {
+        let id = &self.pg.instance_id;
+        crate::atomic_file::edit(path, 0o644, |t| replace_block(t, id, lines))
+            .map_err(|e| StepError::Transient(format!("hosts file {}: {e}", path.display())))
+    }
+}
+
+#[async_trait]
+impl Step for RegisterDns {
+    async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
+        let pg = &self.pg;
+        let endpoints = ctx
+            .input("register.endpoints")
+            .and_then(|v| v["endpoints"].as_array())
+            .cloned()
+            .ok_or_else(|| StepError::Permanent("no outputs of register.endpoints".into()))?;
+        let mut host_lines = Vec::new();
+        let mut node_lines = Vec::new();
+        let mut records = Vec::new();
+        for (node, role) in &self.nodes {
+            let name = self.name_of(*role);
+            let host = endpoints
+                .iter()
+                .find(|e| e["node"] == node.as_str())
+                .and_then(|e| e["host"].as_str())
+                .ok_or_else(|| StepError::Permanent(format!("no endpoint for {node}")))?;
+            let private = pg.access.private_address(ctx, node)?;
+            host_lines.push(format!("{host} {name}"));
+            node_lines.push(format!("{private} {name}"));
+            records.push(
+                json!({ "node": node, "name": name, "address": host, "private_address": private }),
+            );
+        }
+        let hosts_file = pg.register.hosts_file.clone();
+        ctx.resource_intent("dns", &pg.register.primary_name(&pg.spec), None)?;
+        self.edit_hosts_file(&hosts_file, &host_lines)?;
+        let edits = self.nodes.iter().map(|(node, _)| {
+            super::hosts::set_node_block(pg, ctx, node, &pg.instance_id, &node_lines)
+        });
+        for r in futures::future::join_all(edits).await {
+            r?;
+        }
+        ctx.resource_created(
+            "dns",
+            &pg.register.primary_name(&pg.spec),
+            &hosts_file.display().to_string(),
+        )?;
+        Ok(json!({ "hosts_file": hosts_file, "records": records }))
+    }
+
+    async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let pg = &self.pg;
+        let hosts_file = ctx
+            .outputs
+            .as_ref()
+            .and_then(|o| o["hosts_file"].as_str())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| pg.register.hosts_file.clone());
+        self.edit_hosts_file(&hosts_file, &[])?;
+        // The nodes' copies go with their VMs, which roll back next; clean them when they
+        // answer (a destroy of a live instance), and do not block on a node that is gone.
+        for (node, _) in &self.nodes {
+            if ctx.input(&format!("provision.vm.{node}")).is_none() {
+                continue;
+            }
+            if let Err(e) = super::hosts::set_node_block(pg, ctx, node, &pg.instance_id, &[]).await
+            {
+                ctx.log(&format!(
+                    "{node}: /etc/hosts not cleaned ({e}); the VM goes next"
+                ));
+            }
+        }
+        ctx.resource_deleted("dns", &pg.register.primary_name(&pg.spec))
+    }
+}
