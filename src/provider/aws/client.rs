@@ -1,8 +1,9 @@
-//! Building the EC2 SDK client.
+//! Building the SDK clients (EC2 here, Route53 in [`super::route53`]) from one shared loader.
 //!
 //! Everything standard is left to `aws-config` so dbctl behaves like the AWS CLI: credentials
 //! from env / profile / SSO / web identity / IMDS, region from `AWS_REGION` or the profile, and the
-//! endpoint from `AWS_ENDPOINT_URL_EC2` or `AWS_ENDPOINT_URL` (how the tests point at moto).
+//! endpoint from the service variable (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ROUTE_53`) or
+//! `AWS_ENDPOINT_URL` (how the tests point at moto).
 //!
 //! Retry split, decided deliberately: the SDK retries each *call* a few times (standard mode, 3
 //! attempts, exponential backoff with jitter), which absorbs short throttling bursts within one
@@ -13,9 +14,10 @@
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::Ec2;
 use super::config::AwsSettings;
@@ -25,11 +27,19 @@ use super::fault::{FAULTS_ENV, FaultInterceptor, FaultPlan, FaultyHttpClient};
 /// Attempts per API call made by the SDK itself (1 initial + 2 retries).
 pub const SDK_MAX_ATTEMPTS: u32 = 3;
 
-/// Builds an [`Ec2`] from the standard AWS configuration chain plus `settings`.
+/// What every service client is built from: the standard chain's configuration, the region it
+/// resolved, and the HTTPS client in it (kept apart so EC2 can wrap it for fault injection).
+pub(crate) struct Loaded {
+    pub(crate) sdk: SdkConfig,
+    pub(crate) region: String,
+    pub(crate) http: SharedHttpClient,
+}
+
+/// Loads the standard AWS configuration chain plus `settings`; `what` names the client in errors.
 ///
 /// Guarantees: no network call is made (credentials are resolved lazily on the first request);
-/// fails `Permanent` when no region can be found or `DBCTL_AWS_FAULTS` is malformed.
-pub(crate) async fn connect(settings: &AwsSettings) -> Result<Ec2, AwsError> {
+/// fails `Permanent` when no region can be found.
+pub(crate) async fn load(settings: &AwsSettings, what: &str) -> Result<Loaded, AwsError> {
     // rustls with ring, chosen explicitly: the SDK's `default-https-client` feature is the same
     // client but with aws-lc-rs as crypto, a much larger C build (CMake) for no gain here.
     let http = aws_smithy_http_client::Builder::new()
@@ -46,10 +56,19 @@ pub(crate) async fn connect(settings: &AwsSettings) -> Result<Ec2, AwsError> {
     let Some(region) = sdk.region().map(|r| r.to_string()) else {
         return Err(AwsError::invalid(
             "connect",
-            "EC2 client",
+            what,
             "no AWS region: set aws.region in the project, AWS_REGION, or a profile region",
         ));
     };
+    Ok(Loaded { sdk, region, http })
+}
+
+/// Builds an [`Ec2`] from the standard AWS configuration chain plus `settings`.
+///
+/// Guarantees: no network call is made (credentials are resolved lazily on the first request);
+/// fails `Permanent` when no region can be found or `DBCTL_AWS_FAULTS` is malformed.
+pub(crate) async fn connect(settings: &AwsSettings) -> Result<Ec2, AwsError> {
+    let Loaded { sdk, region, http } = load(settings, "EC2 client").await?;
 
     let mut builder = aws_sdk_ec2::config::Builder::from(&sdk);
     match std::env::var(FAULTS_ENV) {

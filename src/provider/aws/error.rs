@@ -1,4 +1,4 @@
-//! One error type for every EC2 call, split by what the saga should do next.
+//! One error type for every AWS call (EC2, Route53), split by what the saga should do next.
 //!
 //! The saga engine retries a step whose error is [`AwsError::Transient`] and rolls the run back on
 //! [`AwsError::Permanent`]. The split is decided here, once, from the SDK's structured error
@@ -35,9 +35,11 @@ const SERVER_CODES: &[&str] = &[
     // Capacity errors clear up on their own (or after another zone is tried by the caller).
     "InsufficientInstanceCapacity",
     "InsufficientVolumeCapacity",
+    // Route53 (HTTP 400): an earlier change to the same hosted zone is still being applied.
+    "PriorRequestNotComplete",
 ];
 
-/// A failed EC2 operation, classified for the saga's retry decision.
+/// A failed AWS operation, classified for the saga's retry decision.
 ///
 /// Both variants name the API operation (`op`, e.g. `RunInstances`) and the resource it was about
 /// (`resource`, e.g. `instance for step instance/primary` or `vol-0abc`), so an operator reading
@@ -50,7 +52,7 @@ pub enum AwsError {
         op: String,
         resource: String,
         message: String,
-        /// The EC2 error code when the service sent one (e.g. `RequestLimitExceeded`).
+        /// The service error code when one was sent (e.g. `RequestLimitExceeded`).
         code: Option<String>,
     },
     /// Retrying cannot help: bad input, missing permission, quota, failed dependency order.
@@ -59,7 +61,7 @@ pub enum AwsError {
         op: String,
         resource: String,
         message: String,
-        /// The EC2 error code when the service sent one (e.g. `InvalidAMIID.Malformed`).
+        /// The service error code when one was sent (e.g. `InvalidAMIID.Malformed`).
         code: Option<String>,
     },
 }
@@ -70,7 +72,7 @@ impl AwsError {
         matches!(self, AwsError::Transient { .. })
     }
 
-    /// The EC2 error code, when the failure came from the service.
+    /// The service error code (EC2, Route53...), when the failure came from the service.
     pub fn code(&self) -> Option<&str> {
         match self {
             AwsError::Transient { code, .. } | AwsError::Permanent { code, .. } => code.as_deref(),
@@ -96,7 +98,7 @@ impl AwsError {
         self.code().is_some_and(is_not_found_code)
     }
 
-    /// A permanent error raised by dbctl itself (validation, dependency order), not by EC2.
+    /// A permanent error raised by dbctl itself (validation, dependency order), not by AWS.
     pub(crate) fn invalid(
         op: &str,
         resource: impl Into<String>,
@@ -178,9 +180,9 @@ fn credentials_error<'a>(
 
 /// Turns an SDK error into an [`AwsError`] naming `op` and `resource`.
 ///
-/// Guarantees: throttling codes, 5xx, `InternalError`/`ServiceUnavailable`, timeouts and
-/// connection failures are `Transient`; everything else is `Permanent`. The EC2 code, when there
-/// is one, is kept in `code` and repeated in the message.
+/// Guarantees: throttling codes, 5xx, `InternalError`/`ServiceUnavailable`, Route53's
+/// `PriorRequestNotComplete`, timeouts and connection failures are `Transient`; everything else is
+/// `Permanent`. The service code, when there is one, is kept in `code` and repeated in the message.
 pub fn classify<E>(op: &str, resource: &str, err: SdkError<E, HttpResponse>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -1,10 +1,11 @@
 //! AWS EC2: the cloud resources one dbctl run needs, created idempotently and removable by tag.
 //!
-//! Files, one concept each: [`client`] builds the SDK client (credentials, region, endpoint,
+//! Files, one concept each: [`client`] builds the SDK clients (credentials, region, endpoint,
 //! retry split), [`error`] classifies failures as transient or permanent, [`tags`] names and
 //! finds what dbctl created, [`network`] and [`routing`] the VPC/subnets/internet access,
 //! [`security_group`] the firewall, [`keypair`], [`ami`], [`instance`], [`volume`], and
-//! [`sweep`] finds and removes everything of a run. [`fault`] injects SDK-level failures for
+//! [`sweep`] finds and removes everything of a run. [`route53`] publishes an instance's names in
+//! the account's private hosted zone. [`fault`] injects SDK-level failures into EC2 calls for
 //! tests (`DBCTL_AWS_FAULTS`).
 //!
 //! The contract every saga step relies on:
@@ -25,6 +26,7 @@ pub mod keypair;
 pub mod network;
 mod preflight;
 pub mod provider;
+pub mod route53;
 pub mod routing;
 pub mod security_group;
 mod steps;
@@ -40,6 +42,7 @@ pub use error::AwsError;
 pub use instance::{InstanceOut, InstanceRequest};
 pub use keypair::KeyPairOut;
 pub use network::{NetworkOut, SubnetOut};
+pub use route53::{Association, Disassociation, Dns, ZoneId};
 pub use security_group::SecurityGroupOut;
 pub use sweep::{ResourceKind, TaggedResource};
 pub use tags::RunTags;
