@@ -323,3 +323,69 @@ fn shipped_examples_are_valid() {
         (Some("payments"), Some(2))
     );
 }
+
+#[test]
+fn bad_register_config_and_restore_requests_exit_2_and_write_nothing() {
+    let s3 =
+        "[backup]\nrepo = \"s3\"\n[backup.s3]\nendpoint = \"s3.example.test\"\nbucket = \"b\"\n";
+    let no_creds = |env: &Env, args: &[&str]| {
+        env.command(args, None)
+            .env_remove("DBCTL_S3_KEY")
+            .env_remove("DBCTL_S3_KEY_SECRET")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap()
+    };
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "[backup]\nrepo = \"s3\"\n",
+            &["create", "db"],
+            "backup.s3.endpoint:",
+        ),
+        ("[backup]\nrepo = \"tape\"\n", &["create", "db"], "config:"),
+        (
+            "[backup]\nretention_full = 0\n",
+            &["create", "db"],
+            "backup.retention_full:",
+        ),
+        (
+            "[register]\ndns_suffix = \"bad_suffix\"\n",
+            &["create", "db"],
+            "register.dns_suffix:",
+        ),
+        (s3, &["create", "db"], "backup.s3:"),
+        ("", &["restore", "db", "--as", "copy"], "backup.repo:"),
+        (s3, &["restore", "db", "--as", "Bad_Name"], "as:"),
+        (
+            s3,
+            &["restore", "db", "--as", "copy", "--to", "yesterday"],
+            "to:",
+        ),
+        (
+            s3,
+            &[
+                "restore",
+                "db",
+                "--as",
+                "copy",
+                "--to",
+                "2999-01-01T00:00:00Z",
+            ],
+            "to:",
+        ),
+    ];
+    for (config, args, field) in cases {
+        let env = Env::with_config(config);
+        let out = no_creds(&env, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{config} {args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(field), "{args:?} should name {field}: {err}");
+        assert!(!env.journal_path().exists(), "{args:?} created a journal");
+        assert!(
+            !env.path("testbed").exists(),
+            "{args:?}: provider side effect"
+        );
+    }
+}

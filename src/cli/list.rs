@@ -22,6 +22,43 @@ struct Item {
     expired: bool,
     /// The run that created it (latest create run).
     run: Option<String>,
+    /// Its endpoints as registered (`register.endpoints`), each with its DNS name: empty until
+    /// the register stage ran.
+    endpoints: Vec<serde_json::Value>,
+}
+
+/// The create run's endpoints, each joined with the DNS name `register.dns` gave its node.
+fn endpoints(
+    journal: &crate::journal::Journal,
+    run: Option<&str>,
+) -> Result<Vec<serde_json::Value>, CliError> {
+    let Some(run) = run else {
+        return Ok(Vec::new());
+    };
+    let steps = journal.steps(run)?;
+    let outputs = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.outputs.clone())
+            .unwrap_or_default()
+    };
+    let dns = outputs("register.dns");
+    let mut eps: Vec<serde_json::Value> = outputs("register.endpoints")["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for ep in &mut eps {
+        let name = dns["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["node"] == ep["node"])
+            .map(|r| r["name"].clone())
+            .unwrap_or_default();
+        ep["dns_name"] = name;
+    }
+    Ok(eps)
 }
 
 pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
@@ -37,12 +74,14 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
             .into_iter()
             .next()
             .map(|r| r.id);
+        let endpoints = endpoints(&journal, run.as_deref())?;
         let expired =
             instance.expires_at.is_some_and(|e| e <= now) && instance.state.as_str() != "destroyed";
         items.push(Item {
             instance,
             expired,
             run,
+            endpoints,
         });
     }
     emit(app, &items, || {

@@ -35,6 +35,10 @@ struct StatusView {
     endpoints: serde_json::Value,
     /// Replication as verified when the run built it (slot, state, lag in bytes).
     replication: serde_json::Value,
+    /// DNS records as published (`register.dns`).
+    dns: serde_json::Value,
+    /// The backup stanza, repository and schedules (`register.backups`).
+    backups: serde_json::Value,
 }
 
 pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
@@ -67,8 +71,16 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     };
     let endpoints = outputs("register.endpoints", "endpoints");
     let replication = outputs("setup.verify-replication", "replicas");
+    let dns = outputs("register.dns", "records");
+    let backups = steps
+        .iter()
+        .find(|s| s.name == "register.backups")
+        .and_then(|s| s.outputs.clone())
+        .unwrap_or_default();
     let view = StatusView {
         nodes,
+        dns,
+        backups,
         endpoints,
         replication,
         resources: journal.resources(&run.id)?,
@@ -105,6 +117,26 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
                 r["slot"].as_str().unwrap_or(""),
                 r["state"].as_str().unwrap_or(""),
                 r["lag_bytes"]
+            );
+        }
+        let mut names: Vec<&str> = view
+            .dns
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        names.dedup();
+        if !names.is_empty() {
+            out += &format!("  dns {}\n", names.join(", "));
+        }
+        if let Some(repo) = view.backups["repository"].as_str() {
+            out += &format!(
+                "  backups stanza {} in {}; full {:?}, diff {:?}\n",
+                view.backups["stanza"].as_str().unwrap_or(""),
+                repo,
+                view.backups["full_schedule"].as_str().unwrap_or(""),
+                view.backups["diff_schedule"].as_str().unwrap_or(""),
             );
         }
         out += &render_run(&view.run);

@@ -56,6 +56,21 @@ pub trait NodeAccess: Send + Sync {
     fn s3_route(&self) -> Option<String> {
         None
     }
+    /// Publishes A records (name → private addresses) in the provider's own DNS, if it has
+    /// one configured (aws: a Route53 private hosted zone); returns what it published.
+    async fn publish_dns(
+        &self,
+        _ctx: &StepCtx,
+        _records: &[(String, Vec<String>)],
+    ) -> Result<Option<serde_json::Value>, StepError> {
+        Ok(None)
+    }
+    /// Removes the records of `names` that [`NodeAccess::publish_dns`] may have published
+    /// (works from the config and the run's outputs alone, so a lost journal write after
+    /// publishing leaks nothing).
+    async fn unpublish_dns(&self, _ctx: &StepCtx, _names: &[String]) -> Result<(), StepError> {
+        Ok(())
+    }
 }
 
 /// The implementation of a deploy/setup/register action, the same on every provider (only

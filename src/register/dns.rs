@@ -46,6 +46,7 @@ impl Step for RegisterDns {
         let mut host_lines = Vec::new();
         let mut node_lines = Vec::new();
         let mut records = Vec::new();
+        let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
         for (node, role) in &self.nodes {
             let name = self.name_of(*role);
             let host = endpoints
@@ -56,6 +57,10 @@ impl Step for RegisterDns {
             let private = pg.access.private_address(ctx, node)?;
             host_lines.push(format!("{host} {name}"));
             node_lines.push(format!("{private} {name}"));
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, ips)) => ips.push(private.clone()),
+                None => by_name.push((name.clone(), vec![private.clone()])),
+            }
             records.push(
                 json!({ "node": node, "name": name, "address": host, "private_address": private }),
             );
@@ -69,12 +74,14 @@ impl Step for RegisterDns {
         for r in futures::future::join_all(edits).await {
             r?;
         }
+        // The provider's own DNS (Route53 on aws, when configured): the VPC's view.
+        let published = pg.access.publish_dns(ctx, &by_name).await?;
         ctx.resource_created(
             "dns",
             &pg.register.primary_name(&pg.spec),
             &hosts_file.display().to_string(),
         )?;
-        Ok(json!({ "hosts_file": hosts_file, "records": records }))
+        Ok(json!({ "hosts_file": hosts_file, "records": records, "provider_dns": published }))
     }
 
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
@@ -85,6 +92,11 @@ impl Step for RegisterDns {
             .and_then(|o| o["hosts_file"].as_str())
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| pg.register.hosts_file.clone());
+        let names = [
+            pg.register.primary_name(&pg.spec),
+            pg.register.replica_name(&pg.spec),
+        ];
+        pg.access.unpublish_dns(ctx, &names).await?;
         self.edit_hosts_file(&hosts_file, &[])?;
         // The nodes' copies go with their VMs, which roll back next; clean them when they
         // answer (a destroy of a live instance), and do not block on a node that is gone.

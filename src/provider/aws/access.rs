@@ -20,6 +20,8 @@ pub struct AwsAccess {
     pub env: Arc<AwsEnv>,
     /// The instance's DNS names (primary and read-only): the certificate carries them all.
     pub dns_names: Vec<String>,
+    /// The Route53 private hosted zone names are published in (`register.route53_zone`).
+    pub route53_zone: Option<String>,
 }
 
 /// Sessions by instance id, shared by the run's steps in this process.
@@ -158,6 +160,54 @@ impl NodeAccess for AwsAccess {
             "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
             vol.volume_id.replace('-', "")
         ))
+    }
+
+    async fn publish_dns(
+        &self,
+        ctx: &StepCtx,
+        records: &[(String, Vec<String>)],
+    ) -> Result<Option<serde_json::Value>, StepError> {
+        let Some(zone_name) = &self.route53_zone else {
+            return Ok(None);
+        };
+        let network: super::NetworkOut = input(ctx, "provision.network")?;
+        let region = self.env.ec2().await?.region().to_string();
+        let dns = super::Dns::connect(&self.env.settings)
+            .await
+            .map_err(step_err)?;
+        let zone = dns.find_private_zone(zone_name).await.map_err(step_err)?;
+        // The VPC must be associated for its instances to resolve the zone's names.
+        dns.associate_vpc(&zone, &network.vpc_id, &region)
+            .await
+            .map_err(step_err)?;
+        dns.upsert_a_records(&zone, records, 60)
+            .await
+            .map_err(step_err)?;
+        Ok(Some(serde_json::json!({
+            "route53_zone": zone_name,
+            "zone_id": zone.as_str(),
+            "vpc_id": network.vpc_id,
+            "region": region,
+            "names": records.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        })))
+    }
+
+    async fn unpublish_dns(&self, ctx: &StepCtx, names: &[String]) -> Result<(), StepError> {
+        let Some(zone_name) = &self.route53_zone else {
+            return Ok(());
+        };
+        let dns = super::Dns::connect(&self.env.settings)
+            .await
+            .map_err(step_err)?;
+        let zone = dns.find_private_zone(zone_name).await.map_err(step_err)?;
+        dns.delete_records(&zone, names).await.map_err(step_err)?;
+        if let Ok(network) = input::<super::NetworkOut>(ctx, "provision.network") {
+            let region = self.env.ec2().await?.region().to_string();
+            dns.disassociate_vpc(&zone, &network.vpc_id, &region)
+                .await
+                .map_err(step_err)?;
+        }
+        Ok(())
     }
 
     fn metrics_target(

@@ -148,7 +148,7 @@ pub async fn run(env: &AwsEnv, spec: &InstanceSpec, permissions: bool) -> Prefli
             }
         ),
         format!(
-            "security group: 5432 from the VPC{}; 22 from {}",
+            "security group: 5432 from the VPC{}; 9100/9187 (exporters) from the VPC; 22 from {}",
             if s.extra_pg_cidrs.is_empty() {
                 String::new()
             } else {

@@ -127,6 +127,7 @@ impl Provider for Aws {
                         self.register.primary_name(run.spec),
                         self.register.replica_name(run.spec),
                     ],
+                    route53_zone: self.register.route53_zone.clone(),
                 }),
                 spec: run.spec.clone(),
                 instance_id: run.instance_id.to_string(),

@@ -14,6 +14,8 @@ use super::wait::{ignore_not_found, retry_codes, retry_not_found};
 
 pub const SSH_PORT: i32 = 22;
 pub const PG_PORT: i32 = 5432;
+const NODE_EXPORTER_PORT: i32 = crate::register::NODE_EXPORTER_PORT as i32;
+const POSTGRES_EXPORTER_PORT: i32 = crate::register::POSTGRES_EXPORTER_PORT as i32;
 
 /// What `ensure_security_group` built; stored in the journal.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +68,17 @@ fn desired_rules(
         source: Source::Cidr(parse(vpc_cidr)?.to_string()),
         description: "dbctl: postgres from VPC",
     });
+    // Prometheus scrapes the exporters from inside the VPC (register.monitoring).
+    for (port, description) in [
+        (NODE_EXPORTER_PORT, "dbctl: node exporter from VPC"),
+        (POSTGRES_EXPORTER_PORT, "dbctl: postgres exporter from VPC"),
+    ] {
+        rules.push(Rule {
+            port,
+            source: Source::Cidr(parse(vpc_cidr)?.to_string()),
+            description,
+        });
+    }
     for extra in extra_pg {
         let cidr = parse(extra)?;
         if cidr.is_everything() {
