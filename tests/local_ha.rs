@@ -68,6 +68,38 @@ async fn ha_instance_replicates_resumes_without_recloning_and_destroys_cleanly()
         "{endpoints:?}"
     );
 
+    // Register across the cluster: the read-only name stands for both replicas (in every
+    // node's /etc/hosts), the Prometheus file lists both exporters of all three nodes.
+    let ro = "ha-ro.default.dbctl.internal";
+    let out = env.run(
+        &[
+            "ssh",
+            "ha",
+            "--node",
+            "replica-1",
+            "--",
+            &format!("grep ' {ro}$' /etc/hosts; getent hosts {ro}"),
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("10.77.0.11 ") && text.contains("10.77.0.12 "),
+        "{text}"
+    );
+    let sd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path("state/prometheus/default.ha.json")).unwrap(),
+    )
+    .unwrap();
+    let roles: Vec<&str> = sd
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["labels"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.len(), 6, "{sd}");
+    assert_eq!(roles.iter().filter(|r| **r == "replica").count(), 4, "{sd}");
+
     // Exactly two slots on the primary, both in use: no orphan from the crashed clone.
     let out = env.run(
         &[
@@ -113,4 +145,5 @@ async fn ha_instance_replicates_resumes_without_recloning_and_destroys_cleanly()
     assert_eq!(code, 0);
     assert_eq!(qemu_processes(&run), 0);
     assert!(!env.path(&format!("state/local/{run}")).exists());
+    assert!(!env.path("state/prometheus/default.ha.json").exists());
 }

@@ -1,7 +1,8 @@
 //! The register stage end to end on the local provider (real VMs, real PostgreSQL, pgBackRest
 //! against an S3 endpoint served by moto over TLS): DNS names, Prometheus targets scraped from
 //! the host, WAL archiving and backups — and a point-in-time restore into a new instance that
-//! proves them. One test: the restored instance is the second VM.
+//! proves them, and again from the kept backups of the destroyed source. One test; at most two
+//! VMs run at a time.
 
 mod support;
 
@@ -177,6 +178,17 @@ async fn register_publishes_names_targets_backups_and_restore_recovers_a_point_i
     assert_ne!(own["stanza"], stanza.as_str());
     assert_eq!(own["backups"].as_array().map(Vec::len), Some(1), "{own}");
 
+    // On demand: a differential backup joins the list.
+    let (code, now) = json(&["backup", "now", "reg", "--type", "diff"]);
+    assert_eq!(code, 0, "{now}");
+    let kinds: Vec<&str> = now["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["full", "diff"], "{now}");
+
     // Destroy: names and targets go, backups stay unless purged.
     let (code, _) = json(&["destroy", "reg"]);
     assert_eq!(code, 0);
@@ -204,6 +216,19 @@ async fn register_publishes_names_targets_backups_and_restore_recovers_a_point_i
             .is_empty(),
         "purged"
     );
+
+    // The kept backups are usable: the destroyed instance restores, with every row.
+    let (code, again) = json(&["restore", "reg", "--as", "reg-again"]);
+    assert_eq!(code, 0, "{again}");
+    let a = conn(&env, &["reg-again"]).client().await.unwrap();
+    let n: i64 = a
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200);
+    let (code, _) = json(&["destroy", "reg-again", "--purge-backups"]);
+    assert_eq!(code, 0);
     assert!(
         !std::fs::read_to_string(env.path("state/hosts"))
             .unwrap()

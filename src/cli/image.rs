@@ -73,13 +73,22 @@ pub async fn run(app: &App, args: ImageArgs) -> Result<(), CliError> {
                                 .map(u32::to_string)
                                 .collect::<Vec<_>>()
                                 .join(","),
+                            m.pgbackrest.clone(),
                             format!("{} MiB", m.base_bytes >> 20),
                             m.built_at.clone(),
                         ]
                     })
                     .collect();
                 table(
-                    &["IMAGE", "CURRENT", "KERNEL", "POSTGRES", "SIZE", "BUILT"],
+                    &[
+                        "IMAGE",
+                        "CURRENT",
+                        "KERNEL",
+                        "POSTGRES",
+                        "PGBACKREST",
+                        "SIZE",
+                        "BUILT",
+                    ],
                     &rows,
                 )
             });

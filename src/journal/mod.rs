@@ -72,9 +72,9 @@ impl Journal {
         }
         // Create the file ourselves so it is 0600 from the first byte; SQLite gives the -wal and
         // -shm files the same mode as the database file. `create_new` never opens an existing
-        // journal: closing any descriptor of a file drops every POSIX lock this process holds on
-        // it, including the locks of journal connections already open in this process — and a
-        // process that holds no lock lets another one delete the WAL under it.
+        // journal: closing a descriptor of a file drops every POSIX lock this process holds on
+        // it, including those of journal connections already open here (SQLite's own file
+        // handling avoids that; ours must not undo it).
         match OpenOptions::new()
             .write(true)
             .create_new(true)
