@@ -67,3 +67,52 @@ fn kill_9_during_writes_leaves_a_consistent_journal_and_no_lost_steps() {
         plan["steps"].as_array().unwrap().len()
     );
 }
+
+/// Another process (here Python's sqlite3, as an operator's script or the sqlite3 CLI would)
+/// opens and closes the journal while this process holds connections.
+fn other_process_reads(path: &std::path::Path) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('select count(*) from events').fetchall(); c.close()",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+}
+
+/// Closing any descriptor of a file drops all of a process' POSIX locks on it, including those
+/// SQLite holds for live connections; a process without locks lets another one, closing,
+/// checkpoint and delete the WAL under it, and its later commits go to a deleted file. Opening
+/// the journal again in the same process (as commands do) must not do that.
+#[test]
+fn reopening_the_journal_in_one_process_keeps_its_wal_safe_from_other_processes() {
+    let env = Env::new();
+    let path = env.journal_path();
+    let wal = path.with_file_name("journal.db-wal");
+    let first = dbctl::journal::Journal::open(&path).unwrap();
+    let _second = dbctl::journal::Journal::open(&path).unwrap();
+    other_process_reads(&path);
+    assert!(wal.exists(), "the WAL was deleted under live connections");
+    first.integrity_check().unwrap();
+    drop((first, _second));
+
+    // Control: the hazard is real here — one plain open+close of the file, as `open` used to
+    // do, and the other process deletes the WAL.
+    let env = Env::new();
+    let path = env.journal_path();
+    let wal = path.with_file_name("journal.db-wal");
+    let _live = dbctl::journal::Journal::open(&path).unwrap();
+    drop(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap(),
+    );
+    other_process_reads(&path);
+    assert!(
+        !wal.exists(),
+        "control: expected the lock loss to let the WAL be deleted"
+    );
+}
