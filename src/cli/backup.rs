@@ -52,7 +52,12 @@ pub async fn run(app: &App, args: BackupArgs) -> Result<(), CliError> {
     let (target, action, label) = match args.command {
         BackupCommand::List(t) => (t, Action::BackupInfo, "backup.list".to_string()),
         BackupCommand::Now { target, kind } => {
-            let kind = format!("{kind:?}").to_lowercase();
+            // pgBackRest's --type values are the flag's own spellings.
+            let kind = kind
+                .to_possible_value()
+                .expect("no skipped variants")
+                .get_name()
+                .to_string();
             let label = format!("backup.now.{kind}");
             (target, Action::BackupNow { kind }, label)
         }

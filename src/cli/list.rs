@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::output::{emit, table};
 use crate::error::CliError;
-use crate::journal::{InstanceRow, format_ms, now_ms};
+use crate::journal::{InstanceRow, format_ms, now_ms, outputs_of};
 use crate::operations::App;
 
 #[derive(Debug, Args)]
@@ -36,13 +36,7 @@ fn endpoints(
         return Ok(Vec::new());
     };
     let steps = journal.steps(run)?;
-    let outputs = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.outputs.clone())
-            .unwrap_or_default()
-    };
+    let outputs = |name| outputs_of(&steps, name).cloned().unwrap_or_default();
     let dns = outputs("register.dns");
     let mut eps: Vec<serde_json::Value> = outputs("register.endpoints")["endpoints"]
         .as_array()

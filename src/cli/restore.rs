@@ -104,20 +104,16 @@ fn restore_spec(
             })?,
     };
     let run = operations::latest_create_run(&journal, &source)?;
-    let backups = journal
-        .steps(&run.id)?
-        .into_iter()
-        .find(|s| s.name == "register.backups")
-        .and_then(|s| s.outputs)
-        .ok_or_else(|| {
-            ValidationError::new(
-                "name",
-                format!(
-                    "{} has no backups recorded (its register.backups step never finished)",
-                    args.name
-                ),
-            )
-        })?;
+    let steps = journal.steps(&run.id)?;
+    let backups = crate::journal::outputs_of(&steps, "register.backups").ok_or_else(|| {
+        ValidationError::new(
+            "name",
+            format!(
+                "{} has no backups recorded (its register.backups step never finished)",
+                args.name
+            ),
+        )
+    })?;
     if backups["repo"] != "s3" {
         return Err(ValidationError::new(
             "name",
@@ -129,8 +125,7 @@ fn restore_spec(
         )
         .into());
     }
-    let mut spec: InstanceSpec = serde_json::from_str(&run.spec_json)
-        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
+    let mut spec = operations::run_spec(&run)?;
     spec.name = args.new_name.clone();
     spec.restore = Some(RestoreFrom {
         instance_id: source.id.clone(),

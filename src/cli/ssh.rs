@@ -6,6 +6,7 @@ use std::os::unix::process::CommandExt;
 use clap::Args;
 
 use crate::error::CliError;
+use crate::journal::outputs_of;
 use crate::operations::{self, App};
 use crate::provider::local::VmOut;
 use crate::spec::ValidationError;
@@ -44,12 +45,9 @@ pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
         .into());
     }
     let step = format!("provision.vm.{}", args.node);
-    let vm: VmOut = journal
-        .steps(&run.id)?
-        .into_iter()
-        .find(|s| s.name == step)
-        .and_then(|s| s.outputs)
-        .and_then(|o| serde_json::from_value(o).ok())
+    let steps = journal.steps(&run.id)?;
+    let vm: VmOut = outputs_of(&steps, &step)
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
         .ok_or_else(|| {
             CliError::NotFound(format!(
                 "{}: node {} has no running VM recorded",

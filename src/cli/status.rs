@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::output::{RunView, emit, render_run, table};
 use crate::error::CliError;
-use crate::journal::{InstanceRow, ResourceRow};
+use crate::journal::{InstanceRow, ResourceRow, outputs_of};
 use crate::operations::{self, App};
 use crate::provider::NodeState;
 
@@ -53,8 +53,7 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
         .ok_or_else(|| anyhow::anyhow!("run {} names a missing instance", run.id))?;
     let nodes = match app.provider(&instance.provider) {
         Ok(p) if instance.state.as_str() != "destroyed" => {
-            let placement: crate::scheduler::Placement =
-                serde_json::from_str(&run.placement_json).map_err(anyhow::Error::from)?;
+            let placement = operations::run_placement(&run)?;
             let names: Vec<String> = placement.nodes.into_iter().map(|n| n.node).collect();
             p.node_states(&run.id, &names).await
         }
@@ -62,20 +61,15 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     };
     let steps = journal.steps(&run.id)?;
     let outputs = |name: &str, key: &str| {
-        steps
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.outputs.as_ref())
+        outputs_of(&steps, name)
             .map(|o| o[key].clone())
             .unwrap_or_else(|| serde_json::json!([]))
     };
     let endpoints = outputs("register.endpoints", "endpoints");
     let replication = outputs("setup.verify-replication", "replicas");
     let dns = outputs("register.dns", "records");
-    let backups = steps
-        .iter()
-        .find(|s| s.name == "register.backups")
-        .and_then(|s| s.outputs.clone())
+    let backups = outputs_of(&steps, "register.backups")
+        .cloned()
         .unwrap_or_default();
     let view = StatusView {
         nodes,

@@ -19,7 +19,7 @@ pub use instances::{InstanceRow, InstanceState, NewInstance};
 pub use lease::{Lease, LeaseHolder};
 pub use resources::ResourceRow;
 pub use runs::{NewRun, RunRow, RunState};
-pub use steps::{StepRow, StepState};
+pub use steps::{StepRow, StepState, outputs_of};
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -121,6 +121,14 @@ fn update_one(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Re
     }
 }
 
+/// The recorded outputs of step `name` among a run's `steps` (none until it finished).
+pub fn outputs_of<'a>(steps: &'a [StepRow], name: &str) -> Option<&'a serde_json::Value> {
+    steps
+        .iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.outputs.as_ref())
+}
+
 impl Journal {
     pub fn steps(&self, run_id: &str) -> Result<Vec<StepRow>> {
         self.read(|c| list(c, run_id))

@@ -11,7 +11,7 @@ use crate::flow::Action;
 use crate::journal::{InstanceState, Journal, RunRow, RunState};
 use crate::provider::RunInfo;
 use crate::saga::{BoundStep, FaultPlan, Outcome, Reporter, RollbackOutcome, Saga};
-use crate::spec::{InstanceSpec, ValidationError};
+use crate::spec::ValidationError;
 
 use super::App;
 use super::lease_keeper::LeaseKeeper;
@@ -24,11 +24,9 @@ fn saga_for(
     reporter: Arc<dyn Reporter>,
     purge_backups: bool,
 ) -> Result<Saga, CliError> {
-    let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
-        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
+    let spec = super::run_spec(run)?;
     let provider = app.provider(&spec.provider)?;
-    let placement: crate::scheduler::Placement = serde_json::from_str(&run.placement_json)
-        .map_err(|e| anyhow::anyhow!("run {}: unreadable placement in journal: {e}", run.id))?;
+    let placement = super::run_placement(run)?;
     let info = RunInfo {
         run_id: &run.id,
         instance_id: &run.instance_id,

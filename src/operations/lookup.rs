@@ -47,3 +47,15 @@ pub fn instance_with_run(
     let run = latest_create_run(&journal, &instance)?;
     Ok((journal, instance, run))
 }
+
+/// The spec a run was admitted with, as journaled.
+pub fn run_spec(run: &RunRow) -> Result<crate::spec::InstanceSpec, CliError> {
+    serde_json::from_str(&run.spec_json)
+        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id).into())
+}
+
+/// Where a run placed its nodes, as journaled.
+pub fn run_placement(run: &RunRow) -> Result<crate::scheduler::Placement, CliError> {
+    serde_json::from_str(&run.placement_json)
+        .map_err(|e| anyhow::anyhow!("run {}: unreadable placement in journal: {e}", run.id).into())
+}

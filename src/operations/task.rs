@@ -12,7 +12,6 @@ use crate::flow::Action;
 use crate::journal::{Journal, RunRow};
 use crate::provider::RunInfo;
 use crate::saga::StepCtx;
-use crate::spec::InstanceSpec;
 
 pub async fn run_task(
     app: &App,
@@ -21,10 +20,8 @@ pub async fn run_task(
     label: &str,
     action: &Action,
 ) -> Result<Value, CliError> {
-    let spec: InstanceSpec = serde_json::from_str(&run.spec_json)
-        .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id))?;
-    let placement: crate::scheduler::Placement = serde_json::from_str(&run.placement_json)
-        .map_err(|e| anyhow::anyhow!("run {}: unreadable placement in journal: {e}", run.id))?;
+    let spec = super::run_spec(run)?;
+    let placement = super::run_placement(run)?;
     let provider = app.provider(&spec.provider)?;
     let info = RunInfo {
         run_id: &run.id,

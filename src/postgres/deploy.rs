@@ -24,7 +24,7 @@ pub struct DeployPrimary {
 }
 
 /// `sudo bash -s -- ARGS` with the script on stdin.
-pub(super) fn as_root(args: &[&str]) -> String {
+pub(crate) fn as_root(args: &[&str]) -> String {
     let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     format!("sudo bash -s -- {}", quoted.join(" "))
 }

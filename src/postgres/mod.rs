@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use deploy::DeployPrimary;
+pub(crate) use deploy::as_root;
 pub use replica::{CloneReplica, DeployReplica, VerifyReplication, slot_name};
 pub use restore::RestorePrimary;
 pub use setup::{Endpoint, SetupPrimary};

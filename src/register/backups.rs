@@ -17,8 +17,8 @@ use super::pgbackrest::{self, CA_PATH, NODE_REPO_PATH};
 use super::settings::{s3_credentials, stanza};
 use crate::config::RepoKind;
 use crate::postgres::Pg;
+use crate::postgres::as_root;
 use crate::saga::{Step, StepCtx, StepError};
-use crate::ssh::shell_quote;
 
 pub struct RegisterBackups {
     pub pg: Arc<Pg>,
@@ -48,11 +48,9 @@ pub async fn install_config(
     let s = &pg.register;
     let creds = match s.backup.repo {
         RepoKind::Node => None,
-        RepoKind::S3 => Some(s3_credentials().ok_or_else(|| {
-            StepError::Permanent(
-                "backup.s3: no credentials in DBCTL_S3_KEY/DBCTL_S3_KEY_SECRET or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into(),
-            )
-        })?),
+        RepoKind::S3 => Some(
+            s3_credentials().map_err(|why| StepError::Permanent(format!("backup.s3: {why}")))?,
+        ),
     };
     if let Some(ca) = &s.backup.s3.ca_file
         && s.backup.repo == RepoKind::S3
@@ -64,14 +62,13 @@ pub async fn install_config(
             .await?;
     }
     let route = pg.access.s3_route();
+    // A named endpoint resolves to the relay through the node's /etc/hosts (see `render`).
     if let Some(via) = &route
         && s.backup.repo == RepoKind::S3
+        && !s.s3_endpoint_is_ip()
     {
         let (host, _) = s.s3_host_port();
-        if host.parse::<std::net::IpAddr>().is_err() {
-            super::hosts::set_node_block(pg, ctx, node, "s3-relay", &[format!("{via} {host}")])
-                .await?;
-        }
+        super::hosts::set_node_block(pg, ctx, node, "s3-relay", &[format!("{via} {host}")]).await?;
     }
     let data = format!("/pgdata/{}/main", pg.spec.version);
     let conf = pgbackrest::render(s, stanza, &data, creds.as_ref(), route.as_deref());
@@ -92,20 +89,19 @@ impl Step for RegisterBackups {
             RepoKind::Node => "node",
             RepoKind::S3 => "s3",
         };
-        let args = [
-            stanza.as_str(),
+        let script = as_root(&[
+            &stanza,
             &self.major(),
             &s.backup.full_schedule,
             &s.backup.diff_schedule,
             repo,
-        ];
-        let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        ]);
         let out = pg
             .run_script(
                 ctx,
                 &self.primary,
                 "archiving, stanza, check, first full backup, schedule",
-                &format!("sudo bash -s -- {}", quoted.join(" ")),
+                &script,
                 Some(ENABLE.as_bytes()),
                 Duration::from_secs(1800),
             )
@@ -134,14 +130,13 @@ impl Step for RegisterBackups {
             return ctx.resource_deleted("backup-stanza", &stanza);
         }
         let purge = if pg.purge_backups { "purge" } else { "keep" };
-        let args = [stanza.as_str(), &self.major(), purge];
-        let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        let script = as_root(&[&stanza, &self.major(), purge]);
         let r = pg
             .run_script(
                 ctx,
                 &self.primary,
                 &format!("stop backup schedule and archiving ({purge} backups)"),
-                &format!("sudo bash -s -- {}", quoted.join(" ")),
+                &script,
                 Some(DISABLE.as_bytes()),
                 Duration::from_secs(300),
             )

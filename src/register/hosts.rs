@@ -43,12 +43,11 @@ pub async fn set_node_block(
     id: &str,
     lines: &[String],
 ) -> Result<(), crate::saga::StepError> {
-    let q = crate::ssh::shell_quote;
     pg.run_script(
         ctx,
         node,
         &format!("/etc/hosts block {id}"),
-        &format!("sudo bash -s -- {} {}", q(id), q(&lines.join("\n"))),
+        &crate::postgres::as_root(&[id, &lines.join("\n")]),
         Some(NODE_SCRIPT.as_bytes()),
         std::time::Duration::from_secs(60),
     )

@@ -52,7 +52,7 @@ impl RegisterMonitoring {
                 ctx,
                 node,
                 "configure and start exporters",
-                "sudo bash -s",
+                &crate::postgres::as_root(&[]),
                 Some(EXPORTERS.as_bytes()),
                 Duration::from_secs(120),
             )

@@ -41,7 +41,7 @@ pub fn render(
             // A named endpoint is routed by the node's /etc/hosts; an IP cannot be, so connect
             // to the route directly (pgBackRest then verifies TLS against the route's address).
             if let Some(via) = route
-                && host.parse::<std::net::IpAddr>().is_ok()
+                && s.s3_endpoint_is_ip()
             {
                 c += &format!("repo1-storage-host={via}\n");
             }

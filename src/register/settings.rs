@@ -107,11 +107,8 @@ impl Settings {
                     &format!("{} is not a readable file", ca.display()),
                 );
             }
-            if s3_credentials().is_none() {
-                return bad(
-                    "backup.s3",
-                    "no credentials: set DBCTL_S3_KEY and DBCTL_S3_KEY_SECRET (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-                );
+            if let Err(why) = s3_credentials() {
+                return bad("backup.s3", &why);
             }
         }
         Ok(())
@@ -120,6 +117,12 @@ impl Settings {
     /// The S3 endpoint as (host, port).
     pub fn s3_host_port(&self) -> (String, u16) {
         host_port(&self.backup.s3.endpoint, 443)
+    }
+
+    /// Whether the S3 endpoint is an IP address (a name can be routed through a node's
+    /// /etc/hosts, an address cannot).
+    pub fn s3_endpoint_is_ip(&self) -> bool {
+        self.s3_host_port().0.parse::<std::net::IpAddr>().is_ok()
     }
 
     /// Where dbctl's host connects for the S3 endpoint (`address`, else the endpoint).
@@ -148,15 +151,21 @@ pub fn stanza(instance_id: &str) -> String {
     instance_id.to_string()
 }
 
-pub fn s3_credentials() -> Option<S3Credentials> {
+/// The S3 credentials from the environment, or why there are none.
+pub fn s3_credentials() -> Result<S3Credentials, String> {
     let get = |a: &str, b: &str| {
         std::env::var(a)
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| std::env::var(b).ok().filter(|v| !v.is_empty()))
     };
-    Some(S3Credentials {
-        key: get("DBCTL_S3_KEY", "AWS_ACCESS_KEY_ID")?,
-        secret: get("DBCTL_S3_KEY_SECRET", "AWS_SECRET_ACCESS_KEY")?,
+    let found = || {
+        Some(S3Credentials {
+            key: get("DBCTL_S3_KEY", "AWS_ACCESS_KEY_ID")?,
+            secret: get("DBCTL_S3_KEY_SECRET", "AWS_SECRET_ACCESS_KEY")?,
+        })
+    };
+    found().ok_or_else(|| {
+        "no credentials: set DBCTL_S3_KEY and DBCTL_S3_KEY_SECRET (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".to_string()
     })
 }
