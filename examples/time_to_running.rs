@@ -2,6 +2,7 @@
 //!
 //!   cargo build && cargo run --example time_to_running -- 3          # one node
 //!   cargo build && cargo run --example time_to_running -- 3 --ha     # primary + 2 replicas
+//!   cargo build && cargo run --example time_to_running -- 3 --image PATH   # a cloud image
 //!
 //! Each run is `dbctl create` in a fresh journal (one VM), timed from the journal's step records,
 //! then destroyed. Runs go one after another so they do not compete for CPU. Uses the dbctl
@@ -36,7 +37,13 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(3);
-    let ha = std::env::args().any(|a| a == "--ha");
+    let args: Vec<String> = std::env::args().collect();
+    let ha = args.iter().any(|a| a == "--ha");
+    // An imported cloud image instead of dbctl's own (boots via GRUB, installs PostgreSQL).
+    let image = args
+        .iter()
+        .position(|a| a == "--image")
+        .and_then(|i| args.get(i + 1).cloned());
     let bin = dbctl();
     let mut per_step: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut totals = Vec::new();
@@ -58,6 +65,9 @@ fn main() {
         let mut args = vec!["create", name.as_str(), "--output", "json"];
         if ha {
             args.push("--ha");
+        }
+        if let Some(image) = &image {
+            args.extend(["--image", image.as_str()]);
         }
         let out = run(&args);
         let total = t0.elapsed().as_secs_f64();

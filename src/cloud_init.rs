@@ -1,9 +1,11 @@
-//! cloud-init user-data for every provider, rendered from `cloud-init/user-data.yaml`.
-//! It carries no secrets: user-data is readable from the seed ISO and the metadata service.
+//! cloud-init user-data for every provider, rendered from `cloud-init/user-data.yaml`, and the
+//! local provider's NoCloud network-config (`cloud-init/network-config.yaml`).
+//! They carry no secrets: user-data is readable from the seed ISO and the metadata service.
 
 use minijinja::{Environment, context};
 
 const USER_DATA: &str = include_str!("../cloud-init/user-data.yaml");
+const NETWORK_CONFIG: &str = include_str!("../cloud-init/network-config.yaml");
 
 /// What the template needs about a node.
 pub struct NodeIdentity<'a> {
@@ -27,6 +29,20 @@ pub fn user_data(n: &NodeIdentity<'_>) -> Result<String, minijinja::Error> {
     })
 }
 
+/// Renders the local VMs' network-config: static addresses on the NICs with these MACs.
+pub fn network_config(
+    mgmt_mac: &str,
+    vpc_mac: &str,
+    private_ip: &str,
+) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("network-config", NETWORK_CONFIG)?;
+    env.get_template("network-config")?.render(context! {
+        mgmt_mac => mgmt_mac, vpc_mac => vpc_mac, private_ip => private_ip,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +63,19 @@ mod tests {
         assert!(ud.contains("      - ssh-ed25519 AAAAC3Nza dbctl\n"));
         assert!(ud.contains("DBCTL_PRIVATE_IP=10.77.0.10"));
         assert!(!ud.to_lowercase().contains("private_key") && !ud.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn network_config_matches_both_nics_by_mac() {
+        let text = network_config("52:54:00:00:00:01", "52:54:00:77:00:01", "10.77.0.11").unwrap();
+        // No YAML parser in the tree: check the exact lines cloud-init reads.
+        for line in [
+            "version: 2",
+            "  mgmt:\n    match:\n      macaddress: \"52:54:00:00:00:01\"\n    addresses: [10.0.2.15/24]",
+            "  vpc:\n    match:\n      macaddress: \"52:54:00:77:00:01\"\n    addresses: [10.77.0.11/24]",
+            "      - to: 0.0.0.0/0\n        via: 10.0.2.2",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 }

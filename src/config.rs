@@ -187,6 +187,10 @@ pub struct LocalSection {
     pub accel: String,
     /// How long a VM may take from start to a verified SSH session.
     pub boot_timeout_secs: u64,
+    /// `HOST:PORT` package mirrors a VM booted from an imported cloud image may reach (relayed
+    /// one by one; nothing else is reachable): that image has no PostgreSQL, which is
+    /// installed from its own package sources on first boot.
+    pub package_hosts: Vec<String>,
 }
 
 impl Default for LocalSection {
@@ -196,6 +200,14 @@ impl Default for LocalSection {
             zones: vec!["zone-a".into(), "zone-b".into(), "zone-c".into()],
             accel: "auto".into(),
             boot_timeout_secs: 900,
+            package_hosts: [
+                "deb.debian.org:80",
+                "security.debian.org:80",
+                "archive.ubuntu.com:80",
+                "security.ubuntu.com:80",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -38,7 +38,7 @@ async fn provisioning_is_tagged_deploy_fails_at_ssh_and_rollback_leaves_nothing(
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("deploy.primary")
+        err.contains("deploy.packages.primary")
             && err.contains("no SSH host key in its console output after 2 s"),
         "{err}"
     );

@@ -389,3 +389,60 @@ fn bad_register_config_and_restore_requests_exit_2_and_write_nothing() {
         );
     }
 }
+
+#[test]
+fn bad_image_files_exit_2_and_import_nothing() {
+    let env = Env::local();
+    let text = env.path("notes.qcow2");
+    std::fs::write(&text, "not a disk\n").unwrap();
+    let with_backing = env.path("overlay.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&text)
+        .arg(&with_backing)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["/nonexistent/disk.qcow2".into()],
+            "No such file or directory",
+        ),
+        (
+            vec![text.display().to_string()],
+            "not a bootable disk image",
+        ),
+        (vec![with_backing.display().to_string()], "backing file"),
+    ];
+    let images_before = std::fs::read_dir(dirs_cache().join("images"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    for (path, why) in &cases {
+        for args in [
+            vec!["create", "db", "--image", path[0].as_str()],
+            vec!["image", "import", path[0].as_str()],
+        ] {
+            let out = env.run(&args, None);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains("image:") && err.contains(why),
+                "{args:?}: {err}"
+            );
+            assert!(!env.journal_path().exists(), "{args:?} created a journal");
+        }
+    }
+    let images_after = std::fs::read_dir(dirs_cache().join("images"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(images_before, images_after, "nothing imported");
+}
+
+/// The image cache the binary uses (`$XDG_CACHE_HOME/dbctl`, default `~/.cache/dbctl`).
+fn dirs_cache() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
+        .join("dbctl")
+}

@@ -63,6 +63,11 @@ pub async fn create_spec(
         )
         .into());
     }
+    let spec = provider.materialize(spec, &|line| {
+        if !app.json {
+            eprintln!("image: {line}")
+        }
+    })?;
     let key = idempotency_key.unwrap_or_else(|| spec.default_idempotency_key());
     if key.is_empty() || key.len() > 128 {
         return Err(crate::spec::ValidationError::new(

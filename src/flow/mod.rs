@@ -54,6 +54,11 @@ pub enum Action {
     AttachDisk {
         node: String,
     },
+    /// PostgreSQL, pgBackRest and the exporters on the node (installed from the image's package
+    /// sources unless the image carries them).
+    InstallPackages {
+        node: String,
+    },
     /// Mount the data disk, initdb --data-checksums, tuned config, start.
     DeployPrimary {
         node: String,
@@ -153,6 +158,12 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
             &[&vm, &disk],
             Action::AttachDisk { node: node.clone() },
         );
+        let packages = b.add(
+            format!("deploy.packages.{node}"),
+            Deploy,
+            &[&vm],
+            Action::InstallPackages { node: node.clone() },
+        );
         let action = match n.role {
             Role::Primary if spec.restore.is_some() => {
                 Action::RestorePrimary { node: node.clone() }
@@ -163,7 +174,12 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         deployed.push((
             n.role,
             node.clone(),
-            b.add(format!("deploy.{node}"), Deploy, &[&attach], action),
+            b.add(
+                format!("deploy.{node}"),
+                Deploy,
+                &[&attach, &packages],
+                action,
+            ),
         ));
     }
     let (_, primary, deploy_primary) = deployed

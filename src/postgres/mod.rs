@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 mod deploy;
+mod packages;
 mod replica;
 mod restore;
 pub mod secrets;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 
 pub use deploy::DeployPrimary;
 pub(crate) use deploy::as_root;
+pub use packages::InstallPackages;
 pub use replica::{CloneReplica, DeployReplica, VerifyReplication, slot_name};
 pub use restore::RestorePrimary;
 pub use setup::{Endpoint, SetupPrimary};
@@ -56,6 +58,15 @@ pub trait NodeAccess: Send + Sync {
     /// reach the endpoint directly (the local provider's relay); `None` = reach it directly.
     fn s3_route(&self) -> Option<String> {
         None
+    }
+    /// (name, address) pairs the node must resolve its package mirrors to when it reaches them
+    /// only through relays (local VMs of imported cloud images); empty = reach them directly.
+    fn package_routes(
+        &self,
+        _ctx: &StepCtx,
+        _node: &str,
+    ) -> Result<Vec<(String, String)>, StepError> {
+        Ok(Vec::new())
     }
     /// Publishes A records (name → private addresses) in the provider's own DNS, if it has
     /// one configured (aws: a Route53 private hosted zone); returns what it published.
@@ -98,6 +109,10 @@ pub fn bind(
             .collect::<Vec<_>>()
     };
     Some(match action {
+        A::InstallPackages { node } => Arc::new(InstallPackages {
+            pg,
+            node: node.clone(),
+        }),
         A::DeployPrimary { node } => Arc::new(DeployPrimary {
             pg,
             node: node.clone(),

@@ -86,6 +86,17 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// Turns inputs that name files on this machine into something the journal can keep (local:
+    /// an image file given to `--image` is imported into the image cache and the spec then
+    /// names the import). Runs after the preflight checks passed, before admission.
+    fn materialize(
+        &self,
+        spec: InstanceSpec,
+        _progress: &dyn Fn(&str),
+    ) -> Result<InstanceSpec, crate::error::CliError> {
+        Ok(spec)
+    }
+
     /// Asks the provider's API about the request: credentials and zones, and with `permissions`
     /// also whether the create calls would be allowed (DryRun; what `plan` shows).
     async fn preflight_online(&self, _spec: &InstanceSpec, _permissions: bool) -> Preflight {

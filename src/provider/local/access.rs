@@ -72,6 +72,14 @@ impl NodeAccess for LocalAccess {
             })
     }
 
+    fn package_routes(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+    ) -> Result<Vec<(String, String)>, StepError> {
+        Ok(vm_of(ctx, node)?.package_routes)
+    }
+
     fn s3_route(&self) -> Option<String> {
         (self.env.register.backup.repo == crate::config::RepoKind::S3)
             .then(|| super::S3_RELAY_ADDR.to_string())

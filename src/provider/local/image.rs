@@ -24,6 +24,8 @@ pub enum ImageError {
     NotRoot,
     #[error("building the image needs {0} (apt-get install {1})")]
     MissingTool(&'static str, &'static str),
+    #[error("{0}")]
+    Invalid(String),
     #[error("image build failed: {0}")]
     Failed(String),
     #[error("image {path}: {source}")]
@@ -49,14 +51,43 @@ pub struct Manifest {
     pub base_bytes: u64,
     pub built_at: String,
     pub build_secs: u64,
+    /// How a VM starts from it (absent in manifests of dbctl-built images: `kernel`).
+    #[serde(default)]
+    pub boot: Boot,
+    /// For an imported image: the file it was imported from, and that file's SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ImportSource>,
+    /// The disk size the image declares (0 in manifests written before imports existed).
+    #[serde(default)]
+    pub virtual_bytes: u64,
 }
 
-/// A built image on disk.
+/// How a VM boots an image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Boot {
+    /// dbctl's own image: QEMU loads the kernel and tiny initrd beside the disk; addresses come
+    /// from the kernel command line and only cloud-init's init stage runs.
+    #[default]
+    Kernel,
+    /// A user-supplied cloud image: the firmware boots the disk's own bootloader, cloud-init
+    /// runs all its stages and configures the NICs from the seed's network-config, and
+    /// PostgreSQL is installed from the image's package sources on first boot.
+    Firmware,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportSource {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// A built or imported image on disk.
 #[derive(Debug, Clone, Serialize)]
 pub struct Image {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    /// Built from this binary's recipe (the one `create` boots).
+    /// Built from this binary's recipe (the one `create` boots by default).
     pub current: bool,
 }
 
@@ -69,6 +100,10 @@ impl Image {
     }
     pub fn initrd(&self) -> PathBuf {
         self.dir.join("initrd.img")
+    }
+    /// Imported cloud image: PostgreSQL is installed on first boot, not carried.
+    pub fn is_cloud(&self) -> bool {
+        self.manifest.boot == Boot::Firmware
     }
 }
 
@@ -86,7 +121,7 @@ fn image_name(hash: &str) -> String {
     format!("debian12-{}", &hash[..12])
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
@@ -105,7 +140,7 @@ pub fn list(cache: &Path) -> Vec<Image> {
             let manifest: Manifest = serde_json::from_str(&text).ok()?;
             Some(Image {
                 dir: e.path(),
-                current: manifest.recipe_hash == current,
+                current: manifest.boot == Boot::Kernel && manifest.recipe_hash == current,
                 manifest,
             })
         })
@@ -147,7 +182,7 @@ fn host_mirror() -> String {
         .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64), ImageError> {
+pub(super) fn sha256_file(path: &Path) -> Result<(String, u64), ImageError> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -259,6 +294,9 @@ pub fn build(cache: &Path, force: bool, progress: &dyn Fn(&str)) -> Result<Image
         base_bytes,
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         build_secs: started.elapsed().as_secs(),
+        boot: Boot::Kernel,
+        source: None,
+        virtual_bytes: 4 << 30,
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     std::fs::write(staging.join("manifest.json"), text).map_err(io(&staging))?;

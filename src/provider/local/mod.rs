@@ -10,6 +10,7 @@ mod access;
 mod host;
 pub mod hub;
 pub mod image;
+pub mod image_import;
 mod paths;
 mod process;
 mod qemu;
@@ -110,6 +111,23 @@ impl Local {
 /// endpoint's name resolves to it in the guest.
 pub const S3_RELAY_ADDR: &str = "10.0.2.100";
 
+/// `HOST:PORT` of a `[local] package_hosts` entry.
+pub(crate) fn package_host(entry: &str) -> Option<(&str, u16)> {
+    let (host, port) = entry.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    valid.then_some((host, port))
+}
+
+/// Where a guest of an imported cloud image reaches the `i`-th package host: like the S3
+/// relay, an address QEMU relays (guestfwd) and the host's name resolves to in the guest.
+pub(crate) fn package_relay_addr(i: usize) -> String {
+    format!("10.0.2.{}", 101 + i)
+}
+
 /// The private segment every local VPC uses (each VPC is its own hub, so they never meet).
 pub(crate) fn hub_cidr() -> &'static str {
     steps::SUBNET
@@ -176,16 +194,33 @@ impl Provider for Local {
                 ));
             }
         }
-        let image = steps::resolve_image(&self.env, spec.image.as_deref())
-            .map_err(|e| ValidationError::new("image", e))?;
-        if !image.manifest.postgres_majors.contains(&spec.version) {
-            return Err(ValidationError::new(
-                "version",
-                format!(
-                    "local: image {} carries PostgreSQL {:?}, not {}",
-                    image.manifest.name, image.manifest.postgres_majors, spec.version
-                ),
-            ));
+        match spec.image.as_deref() {
+            // Imported on create; its PostgreSQL comes from its own package sources.
+            Some(path) if image_import::is_path(path) => {
+                image_import::inspect(std::path::Path::new(path))
+                    .map_err(|e| ValidationError::new("image", e))?;
+            }
+            name => {
+                let image = steps::resolve_image(&self.env, name)
+                    .map_err(|e| ValidationError::new("image", e))?;
+                if !image.is_cloud() && !image.manifest.postgres_majors.contains(&spec.version) {
+                    return Err(ValidationError::new(
+                        "version",
+                        format!(
+                            "local: image {} carries PostgreSQL {:?}, not {}",
+                            image.manifest.name, image.manifest.postgres_majors, spec.version
+                        ),
+                    ));
+                }
+            }
+        }
+        for h in &self.env.config.package_hosts {
+            if package_host(h).is_none() {
+                return Err(ValidationError::new(
+                    "local.package_hosts",
+                    format!("{h:?} is not HOST:PORT"),
+                ));
+            }
         }
         let nodes = spec.nodes() as u64;
         let need_mem = nodes * spec.resources.memory_gib as u64 * 1024 + 512;
@@ -209,6 +244,19 @@ impl Provider for Local {
             ));
         }
         Ok(())
+    }
+
+    fn materialize(
+        &self,
+        mut spec: InstanceSpec,
+        progress: &dyn Fn(&str),
+    ) -> Result<InstanceSpec, crate::error::CliError> {
+        if let Some(path) = spec.image.as_deref().filter(|p| image_import::is_path(p)) {
+            let img =
+                image_import::import(&self.env.cache_dir, std::path::Path::new(path), progress)?;
+            spec.image = Some(img.manifest.name);
+        }
+        Ok(spec)
     }
 
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::image::Image;
+use super::image::{Boot, Image};
 use super::paths::VmPaths;
 use super::{process, qmp::Qmp};
 
@@ -42,6 +42,15 @@ fn kernel_append(cfg: &VmConfig<'_>) -> String {
     )
 }
 
+/// MAC addresses of a VM's NICs: (user-mode management NIC, VPC NIC). The seed's
+/// network-config matches the NICs by these.
+pub fn macs(index: u8) -> (String, String) {
+    (
+        format!("52:54:00:00:00:{index:02x}"),
+        format!("52:54:00:77:00:{index:02x}"),
+    )
+}
+
 /// The QEMU command line. PCI addresses are pinned so device names are stable (root vda, seed
 /// vdb, NICs ens5/ens6); the data disk is hot-plugged later.
 pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
@@ -70,14 +79,22 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
         .arg(cfg.vcpus.to_string())
         .arg("-m")
         .arg(cfg.memory_mib.to_string())
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .arg("-kernel")
-        .arg(cfg.image.kernel())
-        .arg("-initrd")
-        .arg(cfg.image.initrd())
-        .arg("-append")
-        .arg(kernel_append(cfg))
-        .arg("-drive")
+        .args(["-nodefaults", "-no-user-config", "-display", "none"]);
+    match cfg.image.manifest.boot {
+        Boot::Kernel => {
+            c.arg("-kernel")
+                .arg(cfg.image.kernel())
+                .arg("-initrd")
+                .arg(cfg.image.initrd())
+                .arg("-append")
+                .arg(kernel_append(cfg));
+        }
+        // The firmware (SeaBIOS) boots the image's own bootloader from the first disk, the
+        // root (the seed at the next PCI slot carries no boot sector).
+        Boot::Firmware => {}
+    }
+    let (mgmt_mac, vpc_mac) = macs(cfg.index);
+    c.arg("-drive")
         .arg(format!(
             "if=none,id=root,file={},format=qcow2,discard=unmap",
             p.overlay().display()
@@ -95,8 +112,7 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
         .arg(format!("user,id=mgmt,restrict=on{fwd}"))
         .arg("-device")
         .arg(format!(
-            "virtio-net-pci,netdev=mgmt,mac=52:54:00:00:00:{:02x},addr=0x5",
-            cfg.index
+            "virtio-net-pci,netdev=mgmt,mac={mgmt_mac},addr=0x5"
         ))
         .arg("-netdev")
         .arg(format!(
@@ -105,10 +121,7 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
             cfg.hub_socket.display()
         ))
         .arg("-device")
-        .arg(format!(
-            "virtio-net-pci,netdev=vpc,mac=52:54:00:77:00:{:02x},addr=0x6",
-            cfg.index
-        ))
+        .arg(format!("virtio-net-pci,netdev=vpc,mac={vpc_mac},addr=0x6"))
         .args(["-device", "virtio-rng-pci,addr=0x7"])
         .arg("-serial")
         .arg(format!("file:{}", p.console().display()))

@@ -14,11 +14,13 @@ use serde_json::Value;
 
 use super::{io_err, resolve_image};
 use crate::cloud_init::{self, NodeIdentity};
-use crate::provider::local::firewall_ports;
+use crate::provider::local::image::Image;
+use crate::provider::local::image_import;
 use crate::provider::local::paths::VmPaths;
 use crate::provider::local::qemu::{self, VmConfig};
 use crate::provider::local::seed;
 use crate::provider::local::{LocalEnv, RunPaths, host, node_index, private_ip, process};
+use crate::provider::local::{firewall_ports, package_host, package_relay_addr};
 use crate::saga::{Step, StepCtx, StepError};
 use crate::ssh::{SshTarget, host_key_from_console, parse_public_key};
 
@@ -49,6 +51,10 @@ pub struct VmOut {
     pub forwards: Vec<(u16, u16)>,
     /// The verified host key, OpenSSH format.
     pub host_key: String,
+    /// (package host name, guest address its relay listens on): set for VMs of imported cloud
+    /// images, which install PostgreSQL from their package sources on first boot.
+    #[serde(default)]
+    pub package_routes: Vec<(String, String)>,
     pub dir: std::path::PathBuf,
 }
 
@@ -126,10 +132,8 @@ impl VmStep {
         Ok(p)
     }
 
-    fn launch(&self, ctx: &StepCtx, ports: &Ports) -> Result<u32, StepError> {
+    fn launch(&self, ctx: &StepCtx, ports: &Ports, image: &Image) -> Result<u32, StepError> {
         let vm = self.vm();
-        let image =
-            resolve_image(&self.env, self.image.as_deref()).map_err(StepError::Permanent)?;
         if let Some(avail) =
             host::mem_available_mib().filter(|a| *a < self.memory_gib as u64 * 1024 + 256)
         {
@@ -140,12 +144,20 @@ impl VmStep {
         }
         if !vm.overlay().exists() {
             let tmp = vm.overlay().with_extension("tmp");
-            let out = std::process::Command::new("qemu-img")
+            let mut create = std::process::Command::new("qemu-img");
+            create
                 .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
                 .arg(image.base())
-                .arg(&tmp)
-                .output()
-                .map_err(io_err("qemu-img"))?;
+                .arg(&tmp);
+            // A cloud image's root grows (cloud-init growpart) into the larger overlay.
+            if image.is_cloud() {
+                let bytes = image
+                    .manifest
+                    .virtual_bytes
+                    .max(image_import::MIN_ROOT_BYTES);
+                create.arg(bytes.to_string());
+            }
+            let out = create.output().map_err(io_err("qemu-img"))?;
             if !out.status.success() {
                 return Err(StepError::Permanent(format!(
                     "qemu-img: {}",
@@ -174,16 +186,21 @@ impl VmStep {
         .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
         // A new instance-id per generation: a recreated VM must be seeded afresh.
         let instance_id = format!("{}-{}-g{}", self.run_id, self.node, ctx.generation);
-        seed::write_iso(&vm.seed(), &user_data, &instance_id, &hostname).map_err(io_err("seed"))?;
+        let index = node_index(&self.node);
+        let (mgmt_mac, vpc_mac) = qemu::macs(index);
+        let network = cloud_init::network_config(&mgmt_mac, &vpc_mac, &ip)
+            .map_err(|e| StepError::Permanent(format!("network-config template: {e}")))?;
+        seed::write_iso(&vm.seed(), &user_data, &network, &instance_id, &hostname)
+            .map_err(io_err("seed"))?;
         let forwards = self.forwards(ports);
-        let guest_forwards = self.guest_forwards()?;
+        let guest_forwards = self.guest_forwards(image)?;
         let cfg = VmConfig {
             name: &self.name(),
-            image: &image,
+            image,
             accel: host::accelerator(&self.env.config.accel),
             vcpus: self.vcpus,
             memory_mib: self.memory_gib as u64 * 1024,
-            index: node_index(&self.node),
+            index,
             private_ip: &ip,
             forwards: &forwards,
             guest_forwards: &guest_forwards,
@@ -200,22 +217,49 @@ impl VmStep {
     }
 
     /// Connections the guest may open to the outside (restrict=on blocks all others): the S3
-    /// backup repository, relayed by `dbctl relay` to the configured endpoint.
-    fn guest_forwards(&self) -> Result<Vec<String>, StepError> {
-        let s = &self.env.register;
-        if s.backup.repo != crate::config::RepoKind::S3 {
-            return Ok(Vec::new());
-        }
+    /// backup repository and, for an imported cloud image, its package mirrors — each relayed by
+    /// `dbctl relay` to the real host.
+    fn guest_forwards(&self, image: &Image) -> Result<Vec<String>, StepError> {
         let exe = std::env::current_exe().map_err(io_err("dbctl executable"))?;
-        // The guest reaches the endpoint's own port on the relay address (its name resolves
-        // there in the guest), so TLS and the S3 Host header carry the real name.
-        let (_, port) = s.s3_host_port();
-        Ok(vec![format!(
-            "tcp:{}:{port}-cmd:'{}' relay {}",
-            crate::provider::local::S3_RELAY_ADDR,
-            exe.display(),
-            s.s3_connect_to()
-        )])
+        // The guest reaches each target's own port on a relay address (the target's name
+        // resolves there in the guest), so TLS and Host headers carry the real name.
+        let rule = |addr: &str, port: u16, target: &str| {
+            format!("tcp:{addr}:{port}-cmd:'{}' relay {target}", exe.display())
+        };
+        let mut rules = Vec::new();
+        let s = &self.env.register;
+        if s.backup.repo == crate::config::RepoKind::S3 {
+            let (_, port) = s.s3_host_port();
+            rules.push(rule(
+                crate::provider::local::S3_RELAY_ADDR,
+                port,
+                &s.s3_connect_to(),
+            ));
+        }
+        if image.is_cloud() {
+            for (i, entry) in self.env.config.package_hosts.iter().enumerate() {
+                if let Some((_, port)) = package_host(entry) {
+                    rules.push(rule(&package_relay_addr(i), port, entry));
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Package host names and the relay addresses they resolve to in the guest.
+    fn package_routes(&self, image: &Image) -> Vec<(String, String)> {
+        if !image.is_cloud() {
+            return Vec::new();
+        }
+        self.env
+            .config
+            .package_hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                package_host(e).map(|(h, _)| (h.to_string(), package_relay_addr(i)))
+            })
+            .collect()
     }
 
     /// Polls the serial console (with backoff) for the host key block.
@@ -257,13 +301,15 @@ impl Step for VmStep {
         let vm = self.vm();
         std::fs::create_dir_all(&vm.dir).map_err(io_err(vm.dir.display()))?;
         let ports = self.ports()?;
+        let image =
+            resolve_image(&self.env, self.image.as_deref()).map_err(StepError::Permanent)?;
         ctx.resource_intent("vm", &self.node, Some(&self.zone))?;
         let pid = match process::running(&vm.pid(), &self.name()) {
             Some(pid) => {
                 ctx.log(&format!("adopting running VM (pid {pid})"));
                 pid
             }
-            None => self.launch(ctx, &ports)?,
+            None => self.launch(ctx, &ports, &image)?,
         };
         // The crash tests' "QEMU started, journal not told" point.
         ctx.fault_point("qemu-started")?;
@@ -286,6 +332,7 @@ impl Step for VmStep {
             pg_port: ports.pg,
             forwards: self.forwards(&ports),
             host_key,
+            package_routes: self.package_routes(&image),
             dir: vm.dir.clone(),
         };
         // sshd may lag the console line by a moment: poll until a verified session runs a command.
