@@ -32,8 +32,9 @@ fn step<'a>(status: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {name} in {status}"))
 }
 
+/// Runs `cmd` on the node (OpenSSH hands the joined words to the remote shell, so one word).
 fn ssh(env: &Env, name: &str, cmd: &str) -> String {
-    let out = env.run(&["ssh", name, "--", "bash", "-c", cmd], None);
+    let out = env.run(&["ssh", name, "--", cmd], None);
     assert!(out.status.success(), "{cmd}: {}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -74,7 +75,17 @@ async fn imported_cloud_image_boots_installs_postgres_and_runs() {
     );
     let run = created["run"]["id"].as_str().unwrap().to_string();
     let (_, st) = env.json(&["status", "cloudy"]);
-    let spec: Value = serde_json::from_str(st["run"]["spec_json"].as_str().unwrap()).unwrap();
+    let spec_json: String = env
+        .journal()
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT spec_json FROM runs WHERE id = ?1", [&run], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    let spec: Value = serde_json::from_str(&spec_json).unwrap();
     assert_eq!(spec["image"], name.as_str(), "{spec}");
     let packages = step(&st, "deploy.packages.primary");
     assert_eq!(packages["outputs"]["installed"], true, "{packages}");

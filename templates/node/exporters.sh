@@ -8,11 +8,18 @@ ARGS='--web.listen-address=:9187'
 CONF
 systemctl enable --now prometheus-node-exporter prometheus-postgres-exporter >/dev/null 2>&1
 systemctl restart prometheus-postgres-exporter
+# One HTTP/1.0 GET through bash's /dev/tcp: stock cloud images need not have any HTTP client.
+# A subshell, so a refused connection only ends it.
+metrics() (
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  cat <&3
+)
 d=0.2
 for _ in $(seq 1 40); do
   # Read whole pages first: grep -q closing a pipe early would fail the pipeline (pipefail).
-  pgm=$(busybox wget -q -O- http://127.0.0.1:9187/metrics 2>/dev/null || true)
-  nodem=$(busybox wget -q -O- http://127.0.0.1:9100/metrics 2>/dev/null || true)
+  pgm=$(metrics 9187 2>/dev/null || true)
+  nodem=$(metrics 9100 2>/dev/null || true)
   if grep -q '^pg_up 1' <<<"$pgm" && grep -q '^node_boot_time_seconds' <<<"$nodem"; then
     echo ok; exit 0
   fi
