@@ -77,13 +77,7 @@ async fn imported_cloud_image_boots_installs_postgres_and_runs() {
     let (_, st) = env.json(&["status", "cloudy"]);
     let spec_json: String = env
         .journal()
-        .read(|c| {
-            Ok(
-                c.query_row("SELECT spec_json FROM runs WHERE id = ?1", [&run], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
+        .read(|c| Ok(c.query_row("SELECT spec FROM runs WHERE id = ?1", [&run], |r| r.get(0))?))
         .unwrap();
     let spec: Value = serde_json::from_str(&spec_json).unwrap();
     assert_eq!(spec["image"], name.as_str(), "{spec}");

@@ -60,7 +60,8 @@ pub struct SpecArgs {
     #[arg(long = "zone", value_name = "ZONE")]
     pub zones: Vec<String>,
 
-    /// Machine image (local: qcow2 path; aws: AMI id)
+    /// Machine image: local, a name from `dbctl image list` or a cloud image file (qcow2/raw,
+    /// imported first); aws, an AMI id
     #[arg(long)]
     pub image: Option<String>,
 
