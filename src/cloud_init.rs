@@ -18,15 +18,15 @@ pub struct NodeIdentity<'a> {
     pub ssh_public_key: &'a str,
 }
 
-/// Renders user-data; strict undefined so a missing variable is an error, not an empty string.
+/// Renders user-data.
 pub fn user_data(n: &NodeIdentity<'_>) -> Result<String, minijinja::Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("user-data", USER_DATA)?;
-    env.get_template("user-data")?.render(context! {
-        hostname => n.hostname, run_id => n.run_id, instance => n.instance, node => n.node,
-        role => n.role, private_ip => n.private_ip, ssh_public_key => n.ssh_public_key,
-    })
+    render(
+        USER_DATA,
+        context! {
+            hostname => n.hostname, run_id => n.run_id, instance => n.instance, node => n.node,
+            role => n.role, private_ip => n.private_ip, ssh_public_key => n.ssh_public_key,
+        },
+    )
 }
 
 /// Renders the local VMs' network-config: static addresses on the NICs with these MACs.
@@ -35,12 +35,17 @@ pub fn network_config(
     vpc_mac: &str,
     private_ip: &str,
 ) -> Result<String, minijinja::Error> {
+    render(
+        NETWORK_CONFIG,
+        context! { mgmt_mac => mgmt_mac, vpc_mac => vpc_mac, private_ip => private_ip },
+    )
+}
+
+/// Strict undefined, so a missing variable is an error, not an empty string.
+fn render(template: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("network-config", NETWORK_CONFIG)?;
-    env.get_template("network-config")?.render(context! {
-        mgmt_mac => mgmt_mac, vpc_mac => vpc_mac, private_ip => private_ip,
-    })
+    env.render_str(template, ctx)
 }
 
 #[cfg(test)]

@@ -122,10 +122,32 @@ pub(crate) fn package_host(entry: &str) -> Option<(&str, u16)> {
     valid.then_some((host, port))
 }
 
-/// Where a guest of an imported cloud image reaches the `i`-th package host: like the S3
-/// relay, an address QEMU relays (guestfwd) and the host's name resolves to in the guest.
-pub(crate) fn package_relay_addr(i: usize) -> String {
-    format!("10.0.2.{}", 101 + i)
+/// One `[local] package_hosts` entry as a guest of an imported cloud image reaches it: like
+/// the S3 relay, an address QEMU relays (guestfwd) to `entry`, where `host` resolves in the
+/// guest.
+pub(crate) struct PackageRelay<'a> {
+    pub entry: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub addr: String,
+}
+
+/// The relays of every valid `package_hosts` entry (preflight refuses invalid ones), each on
+/// its own address from 10.0.2.101 on.
+pub(crate) fn package_relays(config: &LocalSection) -> Vec<PackageRelay<'_>> {
+    config
+        .package_hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            package_host(entry).map(|(host, port)| PackageRelay {
+                entry,
+                host,
+                port,
+                addr: format!("10.0.2.{}", 101 + i),
+            })
+        })
+        .collect()
 }
 
 /// The private segment every local VPC uses (each VPC is its own hub, so they never meet).

@@ -20,7 +20,7 @@ use crate::provider::local::paths::VmPaths;
 use crate::provider::local::qemu::{self, VmConfig};
 use crate::provider::local::seed;
 use crate::provider::local::{LocalEnv, RunPaths, host, node_index, private_ip, process};
-use crate::provider::local::{firewall_ports, package_host, package_relay_addr};
+use crate::provider::local::{firewall_ports, package_relays};
 use crate::saga::{Step, StepCtx, StepError};
 use crate::ssh::{SshTarget, host_key_from_console, parse_public_key};
 
@@ -237,10 +237,8 @@ impl VmStep {
             ));
         }
         if image.is_cloud() {
-            for (i, entry) in self.env.config.package_hosts.iter().enumerate() {
-                if let Some((_, port)) = package_host(entry) {
-                    rules.push(rule(&package_relay_addr(i), port, entry));
-                }
+            for r in package_relays(&self.env.config) {
+                rules.push(rule(&r.addr, r.port, r.entry));
             }
         }
         Ok(rules)
@@ -251,14 +249,9 @@ impl VmStep {
         if !image.is_cloud() {
             return Vec::new();
         }
-        self.env
-            .config
-            .package_hosts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                package_host(e).map(|(h, _)| (h.to_string(), package_relay_addr(i)))
-            })
+        package_relays(&self.env.config)
+            .into_iter()
+            .map(|r| (r.host.to_string(), r.addr))
             .collect()
     }
 
