@@ -104,7 +104,7 @@ fn plan_shows_the_whole_flow_for_every_provider() {
             .map(|s| s["name"].as_str().unwrap())
             .collect();
         assert!(
-            steps.contains(&"setup.clone.replica-2") && steps.contains(&"register.endpoints"),
+            steps.contains(&"setup.patroni.node-3") && steps.contains(&"register.endpoints"),
             "{steps:?}"
         );
         let zones: std::collections::HashSet<&str> = v["placement"]["nodes"]

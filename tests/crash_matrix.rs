@@ -138,7 +138,7 @@ fn crash_during_rollback_is_finished_by_rollback_or_resume() {
     let run = env.last_run();
     // The network is undone after everything in it, so the second crash point is still ahead.
     for fault in [
-        "provision.vm.replica-1@undo-before=crash",
+        "provision.vm.node-2@undo-before=crash",
         "provision.network@undo-after=crash",
     ] {
         let out = env.run(&["rollback", &run], Some(fault));
@@ -156,9 +156,9 @@ fn crash_during_rollback_is_finished_by_rollback_or_resume() {
 fn ha_crash_in_one_replica_branch_resumes_without_redoing_the_other() {
     let env = Env::new();
     let steps = step_names(&env, true);
-    let run = crash(&env, "setup.clone.replica-2", "after", true);
+    let run = crash(&env, "setup.patroni.node-3", "after", true);
     let before = env.count("create");
-    assert_eq!(before.get("setup.clone.replica-2"), Some(&1));
+    assert_eq!(before.get("setup.patroni.node-3"), Some(&1));
     let out = env.run(&["resume", &run], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_exactly_once(&env, &steps, "ha");
@@ -174,11 +174,11 @@ fn ha_crash_in_one_replica_branch_resumes_without_redoing_the_other() {
             .unwrap()
     };
     assert_eq!(
-        attempts("setup.clone.replica-2"),
+        attempts("setup.patroni.node-3"),
         2,
         "re-executed after the crash"
     );
-    assert_eq!(attempts("provision.vm.replica-1"), 1, "not redone");
+    assert_eq!(attempts("provision.vm.node-2"), 1, "not redone");
 }
 
 #[test]

@@ -104,12 +104,16 @@ async fn register_publishes_names_targets_backups_and_restore_recovers_a_point_i
         let l = &g["labels"];
         assert_eq!(l["project"], "default");
         assert_eq!(l["instance_name"], "reg");
-        assert_eq!(l["role"], "primary");
+        // No role label: roles change with failovers (pg_replication_is_replica says it live).
+        assert!(l.get("role").is_none(), "{l}");
         assert_eq!(l["zone"], zone);
         let target = g["targets"][0].as_str().unwrap();
         let page = http_get(target, "/metrics");
         match l["exporter"].as_str().unwrap() {
-            "postgres" => assert!(page.lines().any(|x| x == "pg_up 1"), "{target}: no pg_up 1"),
+            "postgres" => {
+                assert!(page.lines().any(|x| x == "pg_up 1"), "{target}: no pg_up 1");
+                assert!(page.lines().any(|x| x.starts_with("pg_replication_is_replica") && x.ends_with(" 0")), "{target}: the role is a metric");
+            }
             "node" => assert!(page.contains("node_boot_time_seconds"), "{target}"),
             other => panic!("unexpected exporter {other}"),
         }

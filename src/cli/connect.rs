@@ -1,5 +1,10 @@
 //! `dbctl connect NAME`: the connection URI of an instance (TLS verify-full against dbctl's
 //! CA), or a psql session with it.
+//!
+//! For an HA cluster the URI lists every node with `target_session_attrs=read-write`: libpq
+//! (and JDBC, and most drivers built on the same syntax) tries them in turn and keeps the one
+//! that takes writes, so after a failover the same string reaches the new leader. `--replica`
+//! asks for `prefer-standby` instead: a standby when one answers, else the leader.
 
 use std::os::unix::process::CommandExt;
 
@@ -14,8 +19,10 @@ use crate::postgres::secrets::SecretStore;
 
 #[derive(Debug, Args)]
 #[command(
-    after_long_help = "The URI holds the generated password: treat the output as a secret.\n\n\
-    Examples:\n  psql \"$(dbctl connect orders)\"\n  dbctl connect orders --psql\n  dbctl connect orders --output json | jq -r .uri"
+    after_long_help = "The URI holds the generated password: treat the output as a secret. \
+    For an HA instance it names every node; libpq picks the current leader \
+    (target_session_attrs=read-write), so the same URI keeps working after a failover.\n\n\
+    Examples:\n  psql \"$(dbctl connect orders)\"\n  dbctl connect orders --psql\n  dbctl connect orders --replica\n  dbctl connect orders --output json | jq -r .uri"
 )]
 pub struct ConnectArgs {
     /// Instance name
@@ -28,7 +35,7 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub user: Option<String>,
 
-    /// Connect to a streaming replica (read-only) instead of the primary
+    /// Prefer a streaming replica (read-only; the leader when no replica answers)
     #[arg(long)]
     pub replica: bool,
 
@@ -40,49 +47,110 @@ pub struct ConnectArgs {
 #[derive(Serialize)]
 struct ConnectView {
     uri: String,
+    /// The first host (the only one of a single node).
     host: String,
     port: u16,
+    /// Every host the URI names, in order.
+    hosts: Vec<HostView>,
     database: String,
     user: String,
     sslmode: &'static str,
     sslrootcert: std::path::PathBuf,
+    /// `read-write`, `prefer-standby`, or absent for a single host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_session_attrs: Option<&'static str>,
+}
+
+#[derive(Serialize, Clone)]
+struct HostView {
+    node: String,
+    host: String,
+    port: u16,
+}
+
+/// The nodes a URI names: every registered node of a Patroni cluster; otherwise (single
+/// node, HA built before Patroni) the primary, or the replicas with `--replica`.
+fn hosts_of(
+    steps: &[crate::journal::StepRow],
+    replica: bool,
+    patroni: bool,
+) -> Option<(Vec<HostView>, Endpoint)> {
+    let endpoint_of = |name: &str| -> Option<Endpoint> {
+        let s = steps.iter().find(|s| s.name == name)?;
+        serde_json::from_value(s.outputs.clone()?).ok()
+    };
+    let registered: Vec<serde_json::Value> =
+        crate::journal::outputs_of(steps, "register.endpoints")
+            .and_then(|o| o["endpoints"].as_array().cloned())
+            .unwrap_or_default();
+    let view = |e: &serde_json::Value| {
+        Some(HostView {
+            node: e["node"].as_str()?.to_string(),
+            host: e["host"].as_str()?.to_string(),
+            port: e["port"].as_u64()? as u16,
+        })
+    };
+    // The step that created the application's roles recorded how the host reaches them.
+    let primary_step = steps.iter().find(|s| {
+        serde_json::from_str::<crate::flow::Action>(&s.action_json)
+            .is_ok_and(|a| matches!(a, crate::flow::Action::SetupPrimary { .. }))
+    })?;
+    let template = endpoint_of(&primary_step.name)?;
+    let hosts: Vec<HostView> = if patroni {
+        registered.iter().filter_map(view).collect()
+    } else if replica {
+        registered
+            .iter()
+            .filter(|e| e["role"] == "replica")
+            .filter_map(view)
+            .collect()
+    } else {
+        vec![HostView {
+            node: primary_step.name.trim_start_matches("setup.").to_string(),
+            host: template.host.clone(),
+            port: template.port,
+        }]
+    };
+    (!hosts.is_empty()).then_some((hosts, template))
 }
 
 pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
     let (journal, instance, run) =
         operations::instance_with_run(app, &args.name, args.project.as_deref())?;
-    // The primary's endpoint comes from its setup, a replica's from its clone step.
-    let wanted = |name: &str| {
-        if args.replica {
-            name.starts_with("setup.clone.")
-        } else {
-            name == "setup.primary"
-        }
-    };
-    let ep: Endpoint = journal
-        .steps(&run.id)?
-        .into_iter()
-        .find(|s| wanted(&s.name) && s.outputs.is_some())
-        .and_then(|s| s.outputs)
-        .and_then(|o| serde_json::from_value(o).ok())
-        .ok_or_else(|| {
-            CliError::NotFound(format!(
-                "{}: not ready yet (no endpoint recorded; see dbctl status {})",
-                args.name, args.name
-            ))
-        })?;
+    let patroni = super::cluster::is_patroni(&run);
+    let steps = journal.steps(&run.id)?;
+    let (hosts, ep) = hosts_of(&steps, args.replica, patroni).ok_or_else(|| {
+        CliError::NotFound(format!(
+            "{}: not ready yet (no endpoint recorded; see dbctl status {})",
+            args.name, args.name
+        ))
+    })?;
     let user = args.user.unwrap_or(ep.user.clone());
     let password = SecretStore::new(&app.state_dir())
         .existing(&instance.id, &user)
         .ok_or_else(|| {
             CliError::NotFound(format!("{}: no password stored for role {user}", args.name))
         })?;
-    let query = format!("sslmode=verify-full&sslrootcert={}", ep.ca_file.display());
+    let attrs = match (patroni, args.replica) {
+        (true, false) => Some("read-write"),
+        (true, true) => Some("prefer-standby"),
+        _ => None,
+    };
+    let mut query = format!("sslmode=verify-full&sslrootcert={}", ep.ca_file.display());
+    if let Some(a) = attrs {
+        // A dead node's address may time out rather than refuse (a cloud VM that is gone).
+        query += &format!("&target_session_attrs={a}&connect_timeout=10");
+    }
+    let host_list = hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.host, h.port))
+        .collect::<Vec<_>>()
+        .join(",");
     if args.psql {
         let err = std::process::Command::new("psql")
             .arg(format!(
-                "postgresql://{user}@{}:{}/{}?{query}",
-                ep.host, ep.port, ep.database
+                "postgresql://{user}@{host_list}/{}?{query}",
+                ep.database
             ))
             .env("PGPASSWORD", &password)
             .exec();
@@ -90,15 +158,17 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
     }
     let view = ConnectView {
         uri: format!(
-            "postgresql://{user}:{password}@{}:{}/{}?{query}",
-            ep.host, ep.port, ep.database
+            "postgresql://{user}:{password}@{host_list}/{}?{query}",
+            ep.database
         ),
-        host: ep.host,
-        port: ep.port,
+        host: hosts[0].host.clone(),
+        port: hosts[0].port,
+        hosts: hosts.clone(),
         database: ep.database,
         user,
         sslmode: "verify-full",
         sslrootcert: ep.ca_file,
+        target_session_attrs: attrs,
     };
     emit(app, &view, || view.uri.clone());
     Ok(())

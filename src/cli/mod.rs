@@ -2,20 +2,24 @@
 //! `operations` and prints the result as text or JSON.
 
 mod backup;
+mod cluster;
 mod connect;
 mod create;
 mod destroy;
+mod failover;
 mod image;
 mod list;
 mod logs;
 mod output;
 mod plan;
+mod reinit;
 mod restore;
 mod resume;
 mod rollback;
 mod spec_args;
 mod ssh;
 mod status;
+mod switchover;
 
 use std::path::PathBuf;
 
@@ -120,6 +124,12 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Create a new instance from another's backups (optionally to a point in time)
     Restore(restore::RestoreArgs),
+    /// HA: move leadership to another node (planned; waits until it accepts writes)
+    Switchover(switchover::SwitchoverArgs),
+    /// HA: promote a node while the cluster has no healthy leader
+    Failover(failover::FailoverArgs),
+    /// HA: bring a member back (start its VM, rejoin; rebuild its data only if needed)
+    Reinit(reinit::ReinitArgs),
     /// Internal: the private-network hub of a local VPC (started by dbctl, detached)
     #[command(hide = true)]
     LocalHub {
@@ -160,6 +170,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Connect(a) => connect::run(&app, a),
         Command::Backup(a) => backup::run(&app, a).await,
         Command::Restore(a) => restore::run(&app, a).await,
+        Command::Switchover(a) => switchover::run(&app, a).await,
+        Command::Failover(a) => failover::run(&app, a).await,
+        Command::Reinit(a) => reinit::run(&app, a).await,
         Command::Relay { .. } => unreachable!("handled before the config is loaded"),
         Command::LocalHub { socket } => {
             crate::provider::local::hub::serve(&socket)

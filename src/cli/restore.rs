@@ -16,7 +16,8 @@ use crate::spec::{InstanceSpec, RestoreFrom, ValidationError};
     it was destroyed with --purge-backups); the repository must be shared (backup.repo = \"s3\").\n\n\
     Examples:\n  \
     dbctl restore orders --as orders-copy\n  \
-    dbctl restore orders --as orders-before-migration --to 2026-11-26T17:30:00Z"
+    dbctl restore orders --as orders-before-migration --to 2026-11-26T17:30:00Z\n  \
+    dbctl restore orders --as orders-scratch --single   # one node, whatever the source"
 )]
 pub struct RestoreArgs {
     /// Instance whose backups are restored
@@ -38,6 +39,11 @@ pub struct RestoreArgs {
     /// Names this request (as for create)
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+
+    /// Restore into a single node even when the source is an HA cluster (a copy to inspect or
+    /// test against needs no failover)
+    #[arg(long)]
+    pub single: bool,
 
     /// What to do when a step fails for good
     #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
@@ -127,6 +133,11 @@ fn restore_spec(
     }
     let mut spec = operations::run_spec(&run)?;
     spec.name = args.new_name.clone();
+    if args.single {
+        spec.ha = false;
+        spec.replicas = 0;
+        spec.replication = None;
+    }
     spec.restore = Some(RestoreFrom {
         instance_id: source.id.clone(),
         instance: source.name.clone(),

@@ -49,6 +49,11 @@ pub struct SpecArgs {
     #[arg(long)]
     pub ha: bool,
 
+    /// With --ha: sync (default; a commit waits until a standby has it, so a failover loses no
+    /// acknowledged commit) or async (lower commit latency; a failover may lose the last commits)
+    #[arg(long, value_name = "MODE")]
+    pub replication: Option<String>,
+
     /// Where to provision: local (QEMU VMs on this machine) or aws
     #[arg(long)]
     pub provider: Option<String>,
@@ -119,6 +124,7 @@ impl SpecArgs {
             memory_gib: self.memory_gib,
             disk_gib: self.disk_gib,
             ha: self.ha.then_some(true),
+            replication: self.replication.clone(),
             provider: self.provider.clone(),
             region: self.region.clone(),
             zones: some_vec(&self.zones),

@@ -39,6 +39,12 @@ struct StatusView {
     dns: serde_json::Value,
     /// The backup stanza, repository and schedules (`register.backups`).
     backups: serde_json::Value,
+    /// An HA cluster's live topology, read from Patroni now (leader, members, state, timeline,
+    /// lag, streaming and sync standby); `null` for a single node. `{"error": …}` when no node
+    /// answered.
+    cluster: serde_json::Value,
+    /// Day-2 runs of the instance (switchover, failover, reinit), newest first.
+    operations: Vec<crate::journal::RunRow>,
 }
 
 pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
@@ -71,7 +77,31 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
     let backups = outputs_of(&steps, "register.backups")
         .cloned()
         .unwrap_or_default();
+    let live = instance.state.as_str() == "running" && super::cluster::is_patroni(&run);
+    let cluster = if live {
+        match operations::run_task(
+            app,
+            &journal,
+            &run,
+            "cluster.status",
+            &crate::flow::Action::ClusterStatus,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    } else {
+        serde_json::Value::Null
+    };
+    let day2_runs: Vec<crate::journal::RunRow> = journal
+        .runs_of_instance(&instance.id)?
+        .into_iter()
+        .filter(|r| operations::day2::is_day2(&r.operation))
+        .collect();
     let view = StatusView {
+        cluster,
+        operations: day2_runs,
         nodes,
         dns,
         backups,
@@ -92,20 +122,42 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
                 .endpoints
                 .as_array()
                 .and_then(|a| a.iter().find(|e| e["node"] == n.node.as_str()));
+            // An HA member's role is Patroni's, now; the registered one is what it started as.
+            let live_role = view.cluster["members"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .find(|m| m["name"] == n.node.as_str())
+                        .and_then(|m| m["role"].as_str())
+                        .unwrap_or("absent")
+                });
             let (role, zone, addr) = match ep {
                 Some(e) => (
-                    e["role"].as_str().unwrap_or(""),
+                    live_role.unwrap_or(e["role"].as_str().unwrap_or("")),
                     e["zone"].as_str().unwrap_or(""),
                     format!("{}:{}", e["host"].as_str().unwrap_or(""), e["port"]),
                 ),
                 None => ("", "", String::new()),
             };
             out += &format!(
-                "  node {:<10} {:<8} {:<8} {:<8} {}\n",
+                "  node {:<10} {:<8} {:<12} {:<8} {}\n",
                 n.node, n.state, role, zone, addr
             );
         }
-        for r in view.replication.as_array().into_iter().flatten() {
+        if let Some(e) = view.cluster["error"].as_str() {
+            out += &format!("  cluster  unavailable: {e}\n");
+        } else if let Ok(t) =
+            serde_json::from_value::<crate::postgres::patroni::Topology>(view.cluster.clone())
+        {
+            out += &render_cluster(&t, view.nodes.iter().map(|n| n.node.as_str()));
+        }
+        for r in view
+            .replication
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|_| view.cluster.is_null())
+        {
             out += &format!(
                 "  replication {} {} (lag {} bytes when verified)\n",
                 r["slot"].as_str().unwrap_or(""),
@@ -120,7 +172,8 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
             .flatten()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        names.dedup();
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(*n));
         if !names.is_empty() {
             out += &format!("  dns {}\n", names.join(", "));
         }
@@ -134,6 +187,26 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
             );
         }
         out += &render_run(&view.run);
+        if !view.operations.is_empty() {
+            out += "\n";
+            let rows: Vec<Vec<String>> = view
+                .operations
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.operation.clone(),
+                        r.state.to_string(),
+                        crate::journal::format_ms(r.created_at),
+                        r.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            out += &table(
+                &["OPERATION RUN", "KIND", "STATE", "STARTED", "ERROR"],
+                &rows,
+            );
+        }
         let rows: Vec<Vec<String>> = view
             .resources
             .iter()
@@ -154,4 +227,52 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
         out
     });
     Ok(())
+}
+
+/// The live topology as text: who leads, then one line per member.
+fn render_cluster<'a>(
+    t: &crate::postgres::patroni::Topology,
+    nodes: impl Iterator<Item = &'a str>,
+) -> String {
+    let mut out = match t.leader() {
+        Some(l) => format!(
+            "  cluster  leader {} (timeline {}); sync standby {}\n",
+            l.name,
+            l.timeline
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "?".into()),
+            t.sync_standby()
+                .map(|s| s.application_name.as_str())
+                .unwrap_or("none")
+        ),
+        None => {
+            "  cluster  NO HEALTHY LEADER (Patroni is electing one, or see dbctl failover)\n".into()
+        }
+    };
+    for n in nodes.filter(|n| t.member(n).is_none()) {
+        out += &format!("  member {n:<8} absent: not in the cluster (its VM is down? dbctl reinit)\n");
+    }
+    for m in &t.members {
+        let stream = t
+            .replication
+            .iter()
+            .find(|s| s.application_name == m.name)
+            .map(|s| format!("{} {}", s.state, s.sync_state))
+            .unwrap_or_default();
+        let lag = match &m.lag {
+            Some(serde_json::Value::Number(n)) => format!("lag {n} B"),
+            Some(serde_json::Value::String(s)) => format!("lag {s}"),
+            _ => String::new(),
+        };
+        out += &format!(
+            "  member {:<8} {:<12} {:<10} tl {:<3} {:<10} {}\n",
+            m.name,
+            m.role,
+            m.state,
+            m.timeline.map(|t| t.to_string()).unwrap_or_default(),
+            lag,
+            stream
+        );
+    }
+    out
 }

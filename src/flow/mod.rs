@@ -68,7 +68,8 @@ pub enum Action {
     RestorePrimary {
         node: String,
     },
-    /// Mount the data disk and install config on a replica (no initdb: it is cloned).
+    /// Legacy (HA before Patroni): mount the data disk and install config on a replica. Kept
+    /// so instances created by an older dbctl can still be resumed and destroyed.
     DeployReplica {
         node: String,
     },
@@ -76,16 +77,60 @@ pub enum Action {
     SetupPrimary {
         node: String,
     },
-    /// pg_basebackup from the primary, start as hot standby.
+    /// Legacy (HA before Patroni): pg_basebackup from the primary, start as hot standby.
     CloneReplica {
         node: String,
     },
-    /// Every replica streaming with bounded lag; a row written on the primary is read back.
+    /// Legacy (HA before Patroni): every replica streaming, a row read back.
     VerifyReplication,
+    /// HA: mount the data disk; TLS for PostgreSQL, etcd and Patroni's REST API. No initdb:
+    /// Patroni creates the cluster (on the first leader) or clones it (on the others).
+    DeployMember {
+        node: String,
+    },
+    /// HA: this node's etcd member (peer and client TLS, every node in the initial cluster).
+    StartEtcd {
+        node: String,
+    },
+    /// HA: Patroni on the first leader bootstraps the cluster (initdb --data-checksums, or
+    /// adopts a restored data directory) and leads it.
+    BootstrapCluster {
+        node: String,
+    },
+    /// HA: Patroni on another node clones the leader and streams from it.
+    JoinCluster {
+        node: String,
+    },
+    /// HA: Patroni reports one leader and every other member streaming (one of them the
+    /// synchronous standby in sync mode); a row written on the leader is read on each member.
+    VerifyCluster,
     RegisterEndpoints,
     RegisterDns,
     RegisterMonitoring,
     RegisterBackups,
+    /// Not a flow step: the live topology of an HA cluster, from Patroni (`dbctl status`).
+    ClusterStatus,
+    /// Day-2 (`dbctl switchover`): leadership moves from `from` to `to`, both resolved when the
+    /// run was requested.
+    Switchover {
+        from: String,
+        to: String,
+    },
+    /// Day-2 (`dbctl failover`): `to` is promoted while no leader is healthy.
+    Failover {
+        to: String,
+    },
+    /// Day-2 (`dbctl reinit`): the node's machine runs (started again from its disks if it was
+    /// down).
+    StartNode {
+        node: String,
+    },
+    /// Day-2 (`dbctl reinit`): the member streams from the leader again; its data is rebuilt
+    /// from the leader only when it cannot rejoin by itself, or with `force`.
+    Rejoin {
+        node: String,
+        force: bool,
+    },
     /// Not a flow step: `dbctl backup list` (pgBackRest info of the instance's stanza).
     BackupInfo,
     /// Not a flow step: `dbctl backup now` (`full`, `diff` or `incr`).
@@ -168,8 +213,8 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
             Role::Primary if spec.restore.is_some() => {
                 Action::RestorePrimary { node: node.clone() }
             }
-            Role::Primary => Action::DeployPrimary { node: node.clone() },
-            Role::Replica => Action::DeployReplica { node: node.clone() },
+            Role::Primary if !spec.ha => Action::DeployPrimary { node: node.clone() },
+            _ => Action::DeployMember { node: node.clone() },
         };
         deployed.push((
             n.role,
@@ -187,36 +232,18 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         .find(|(role, _, _)| *role == Role::Primary)
         .cloned()
         .expect("placement has a primary");
-    let setup = b.add(
-        format!("setup.{primary}"),
-        Setup,
-        &[&deploy_primary],
-        Action::SetupPrimary {
-            node: primary.clone(),
-        },
-    );
-    let mut ready = vec![setup.clone()];
-    let clones: Vec<String> = deployed
-        .iter()
-        .filter(|(role, _, _)| *role == Role::Replica)
-        .map(|(_, node, deploy)| {
-            b.add(
-                format!("setup.clone.{node}"),
-                Setup,
-                &[&setup, deploy],
-                Action::CloneReplica { node: node.clone() },
-            )
-        })
-        .collect();
-    if !clones.is_empty() {
-        let refs: Vec<&str> = clones.iter().map(String::as_str).collect();
-        ready = vec![b.add(
-            "setup.verify-replication".into(),
+    let ready = if spec.ha {
+        plan_cluster(&mut b, &deployed, &primary)
+    } else {
+        vec![b.add(
+            format!("setup.{primary}"),
             Setup,
-            &refs,
-            Action::VerifyReplication,
-        )];
-    }
+            &[&deploy_primary],
+            Action::SetupPrimary {
+                node: primary.clone(),
+            },
+        )]
+    };
     let ready: Vec<&str> = ready.iter().map(String::as_str).collect();
     // Endpoints first (DNS and monitoring read them); backups need only a ready cluster, so the
     // first full backup runs beside DNS and exporters.
@@ -245,6 +272,65 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         Action::RegisterBackups,
     );
     b.0
+}
+
+/// The setup stage of an HA cluster: an etcd member on every node (each needs every node's
+/// address, so after all VMs), Patroni bootstrapping on the first leader, the application's
+/// roles and database there, then Patroni on the other nodes cloning it, and a check of the
+/// whole cluster. Returns the step the register stage waits for.
+fn plan_cluster(b: &mut Builder, deployed: &[(Role, String, String)], leader: &str) -> Vec<String> {
+    use Stage::Setup;
+    let vms: Vec<String> = deployed
+        .iter()
+        .map(|(_, node, _)| format!("provision.vm.{node}"))
+        .collect();
+    let etcd: Vec<String> = deployed
+        .iter()
+        .map(|(_, node, deploy)| {
+            let mut deps: Vec<&str> = vms.iter().map(String::as_str).collect();
+            deps.push(deploy);
+            b.add(
+                format!("setup.etcd.{node}"),
+                Setup,
+                &deps,
+                Action::StartEtcd { node: node.clone() },
+            )
+        })
+        .collect();
+    let etcd_refs: Vec<&str> = etcd.iter().map(String::as_str).collect();
+    let bootstrap = b.add(
+        format!("setup.patroni.{leader}"),
+        Setup,
+        &etcd_refs,
+        Action::BootstrapCluster {
+            node: leader.to_string(),
+        },
+    );
+    // The replication and rewind roles are (re)set here too, so the members join only after.
+    let setup = b.add(
+        format!("setup.{leader}"),
+        Setup,
+        &[&bootstrap],
+        Action::SetupPrimary {
+            node: leader.to_string(),
+        },
+    );
+    let mut verify_deps = vec![setup.clone()];
+    for (_, node, _) in deployed.iter().filter(|(_, n, _)| n != leader) {
+        verify_deps.push(b.add(
+            format!("setup.patroni.{node}"),
+            Setup,
+            &[&setup],
+            Action::JoinCluster { node: node.clone() },
+        ));
+    }
+    let refs: Vec<&str> = verify_deps.iter().map(String::as_str).collect();
+    vec![b.add(
+        "setup.verify-replication".into(),
+        Setup,
+        &refs,
+        Action::VerifyCluster,
+    )]
 }
 
 #[cfg(test)]
@@ -292,19 +378,44 @@ mod tests {
     }
 
     #[test]
-    fn ha_replicas_are_built_beside_the_primary() {
+    fn ha_members_are_built_beside_the_leader() {
         let s = spec(true);
         let steps = plan(&s, &placement(&s));
         let deps = |n: &str| steps.iter().find(|s| s.name == n).unwrap().deps.clone();
-        // Replica VMs do not wait for anything of the primary; only cloning does.
-        assert_eq!(deps("provision.vm.replica-1"), deps("provision.vm.primary"));
-        assert!(deps("provision.disk.replica-2").is_empty());
-        assert!(deps("setup.clone.replica-2").contains(&"setup.primary".to_string()));
-        assert!(
-            !deps("setup.clone.replica-2")
-                .iter()
-                .any(|d| d.contains("replica-1"))
+        // Every node's VM, disk and deploy run at once; only joining waits for the leader.
+        assert_eq!(deps("provision.vm.node-2"), deps("provision.vm.node-1"));
+        assert!(deps("provision.disk.node-3").is_empty());
+        assert_eq!(
+            deps("deploy.node-3"),
+            ["provision.attach.node-3", "deploy.packages.node-3"]
         );
-        assert_eq!(deps("setup.verify-replication").len(), 2);
+        // etcd needs every member's address: all VMs first.
+        let etcd = deps("setup.etcd.node-2");
+        for n in ["node-1", "node-2", "node-3"] {
+            assert!(etcd.contains(&format!("provision.vm.{n}")), "{etcd:?}");
+        }
+        assert_eq!(
+            deps("setup.patroni.node-1"),
+            [
+                "setup.etcd.node-1",
+                "setup.etcd.node-2",
+                "setup.etcd.node-3"
+            ]
+        );
+        assert_eq!(deps("setup.node-1"), ["setup.patroni.node-1"]);
+        assert_eq!(deps("setup.patroni.node-3"), ["setup.node-1"]);
+        assert!(
+            !deps("setup.patroni.node-3")
+                .iter()
+                .any(|d| d.contains("node-2"))
+        );
+        assert_eq!(deps("setup.verify-replication").len(), 3);
+        // No step of the single-node path or of the old streaming-replica design.
+        assert!(steps.iter().all(|s| !matches!(
+            s.action,
+            Action::DeployPrimary { .. }
+                | Action::CloneReplica { .. }
+                | Action::DeployReplica { .. }
+        )));
     }
 }

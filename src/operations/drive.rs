@@ -16,19 +16,31 @@ use crate::spec::ValidationError;
 use super::App;
 use super::lease_keeper::LeaseKeeper;
 
-/// Binds the run's journaled steps to the provider's implementations.
-fn saga_for(
+/// Binds the run's journaled steps to the provider's implementations. A day-2 run's steps are
+/// bound against the instance's create run (its VMs and outputs).
+pub(super) fn saga_for(
     app: &App,
     journal: &Arc<Journal>,
     run: &RunRow,
     reporter: Arc<dyn Reporter>,
     purge_backups: bool,
 ) -> Result<Saga, CliError> {
-    let spec = super::run_spec(run)?;
+    let day2 = super::day2::is_day2(&run.operation);
+    let target = if day2 {
+        super::day2::target_run(journal, run)?
+    } else {
+        run.clone()
+    };
+    let base = Arc::new(if day2 {
+        super::day2::outputs(journal, &target)?
+    } else {
+        Default::default()
+    });
+    let spec = super::run_spec(&target)?;
     let provider = app.provider(&spec.provider)?;
-    let placement = super::run_placement(run)?;
+    let placement = super::run_placement(&target)?;
     let info = RunInfo {
-        run_id: &run.id,
+        run_id: &target.id,
         instance_id: &run.instance_id,
         spec: &spec,
         placement: &placement,
@@ -39,8 +51,15 @@ fn saga_for(
         let action: Action = serde_json::from_str(&row.action_json).map_err(|e| {
             anyhow::anyhow!("run {} step {}: unreadable action: {e}", run.id, row.name)
         })?;
+        let mut imp = provider.bind(&info, &row.name, &action);
+        if day2 {
+            imp = Arc::new(super::day2::WithBase {
+                inner: imp,
+                base: base.clone(),
+            });
+        }
         bound.push(BoundStep {
-            imp: provider.bind(&info, &row.name, &action),
+            imp,
             name: row.name,
             deps: row.deps,
         });
@@ -56,13 +75,13 @@ fn saga_for(
     )?)
 }
 
-enum Stopped {
+pub(super) enum Stopped {
     Interrupted,
     LeaseLost,
 }
 
 /// Awaits `fut` unless Ctrl-C arrives or the lease is lost first.
-async fn unless_stopped<T>(
+pub(super) async fn unless_stopped<T>(
     keeper: &mut LeaseKeeper,
     fut: impl Future<Output = T>,
 ) -> Result<T, Stopped> {
@@ -73,7 +92,7 @@ async fn unless_stopped<T>(
     }
 }
 
-fn stopped(
+pub(super) fn stopped(
     journal: &Journal,
     run_id: &str,
     keeper: LeaseKeeper,
@@ -105,6 +124,9 @@ pub async fn drive_forward(
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunRow, CliError> {
     let run = super::find_run(&journal, run_id)?;
+    if super::day2::is_day2(&run.operation) {
+        return super::day2::drive(app, journal, run_id, reporter).await;
+    }
     // A create that fails is rolled back with this saga: it never ran, its backups go too.
     let saga = saga_for(app, &journal, &run, reporter, true)?;
     let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
@@ -170,6 +192,16 @@ pub async fn drive_rollback(
     let run = super::find_run(&journal, run_id)?;
     if run.state == RunState::RolledBack {
         return Ok(run);
+    }
+    if super::day2::is_day2(&run.operation) {
+        return Err(ValidationError::new(
+            "run",
+            format!(
+                "{} is a {} run: it has nothing to undo (run the opposite operation instead, e.g. another switchover)",
+                run.id, run.operation
+            ),
+        )
+        .into());
     }
     let purge = purge_backups || run.state != RunState::Succeeded;
     let saga = saga_for(app, &journal, &run, reporter, purge)?;

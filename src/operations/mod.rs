@@ -1,6 +1,7 @@
 //! What each command does, apart from argument parsing and printing (the `cli` module).
 
 pub mod admit;
+pub mod day2;
 mod drive;
 mod lease_keeper;
 mod lookup;

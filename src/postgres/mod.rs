@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 mod deploy;
 mod packages;
+pub mod patroni;
 mod replica;
 mod restore;
 pub mod secrets;
@@ -108,6 +109,13 @@ pub fn bind(
             .map(|n| (n.node.clone(), n.role))
             .collect::<Vec<_>>()
     };
+    let names = || {
+        placement
+            .nodes
+            .iter()
+            .map(|n| n.node.clone())
+            .collect::<Vec<_>>()
+    };
     Some(match action {
         A::InstallPackages { node } => Arc::new(InstallPackages {
             pg,
@@ -144,6 +152,44 @@ pub fn bind(
                 .map(|n| n.node.clone())
                 .collect(),
         }),
+        A::DeployMember { node } => Arc::new(patroni::DeployMember {
+            pg,
+            node: node.clone(),
+        }),
+        A::StartEtcd { node } => Arc::new(patroni::StartEtcd {
+            pg,
+            node: node.clone(),
+            nodes: names(),
+        }),
+        A::BootstrapCluster { node } => Arc::new(patroni::BootstrapCluster {
+            pg,
+            node: node.clone(),
+            nodes: names(),
+        }),
+        A::JoinCluster { node } => Arc::new(patroni::JoinCluster {
+            pg,
+            node: node.clone(),
+            nodes: names(),
+        }),
+        A::VerifyCluster => Arc::new(patroni::VerifyCluster { pg, nodes: names() }),
+        A::ClusterStatus => Arc::new(patroni::day2::ClusterStatus { pg, nodes: names() }),
+        A::Switchover { from, to } => Arc::new(patroni::day2::Switchover {
+            pg,
+            nodes: names(),
+            from: from.clone(),
+            to: to.clone(),
+        }),
+        A::Failover { to } => Arc::new(patroni::day2::Failover {
+            pg,
+            nodes: names(),
+            to: to.clone(),
+        }),
+        A::Rejoin { node, force } => Arc::new(patroni::day2::Rejoin {
+            pg,
+            nodes: names(),
+            node: node.clone(),
+            force: *force,
+        }),
         A::RegisterEndpoints => {
             Arc::new(crate::register::RegisterEndpoints::for_placement(placement))
         }
@@ -156,15 +202,18 @@ pub fn bind(
         A::RegisterBackups => Arc::new(crate::register::RegisterBackups {
             pg,
             primary: primary(),
+            nodes: names(),
         }),
         A::BackupInfo => Arc::new(crate::register::BackupTask {
             pg,
             primary: primary(),
+            nodes: names(),
             kind: None,
         }),
         A::BackupNow { kind } => Arc::new(crate::register::BackupTask {
             pg,
             primary: primary(),
+            nodes: names(),
             kind: Some(kind.clone()),
         }),
         _ => return None,

@@ -1,5 +1,5 @@
 //! `deploy.packages.<node>`: the packages the later steps use are on the node — PostgreSQL of
-//! the spec's major, pgBackRest, the Prometheus exporters.
+//! the spec's major, pgBackRest, the Prometheus exporters, and for HA Patroni and etcd.
 //!
 //! dbctl's own image carries them (one quick check over the session the VM step opened). A
 //! stock cloud image — an imported local image, the official Debian AMI — gets them from its
@@ -40,7 +40,7 @@ impl Step for InstallPackages {
         ctx.log(&format!("{node}: packages for PostgreSQL {major}"));
         let out = s
             .exec(
-                &as_root(&[&major]),
+                &as_root(&[&major, if pg.spec.ha { "ha" } else { "" }]),
                 Some(PACKAGES.as_bytes()),
                 // A first install under software emulation takes minutes.
                 Duration::from_secs(1200),

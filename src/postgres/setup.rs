@@ -30,7 +30,7 @@ pub struct Endpoint {
 impl SetupPrimary {
     /// The SQL, fed to psql on stdin. Statement logging and pg_stat_statements tracking are off
     /// for this session so the passwords are not recorded on the server either.
-    fn sql(&self, passwords: &[(String, String)], replicator: Option<&str>) -> String {
+    fn sql(&self, passwords: &[(String, String)], cluster: Option<(&str, &str)>) -> String {
         let spec = &self.pg.spec;
         let owner = &spec.users[0];
         let mut sql = String::from(
@@ -42,16 +42,24 @@ impl SetupPrimary {
                  ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{pw}';\n"
             );
         }
-        if let Some(pw) = replicator {
+        if let Some((rep, rew)) = cluster {
+            // The HA cluster's roles. Patroni creates them when it bootstraps; they are set
+            // here as well so a cluster adopted from a restored backup has them too. Slots are
+            // Patroni's (one per member, managed by it).
             sql += &format!(
                 "SELECT 'CREATE ROLE replicator REPLICATION LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator') \\gexec\n\
-                 ALTER ROLE replicator WITH REPLICATION LOGIN PASSWORD '{pw}';\n"
+                 ALTER ROLE replicator WITH REPLICATION LOGIN PASSWORD '{rep}';\n\
+                 SELECT 'CREATE ROLE rewind LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rewind') \\gexec\n\
+                 ALTER ROLE rewind WITH LOGIN PASSWORD '{rew}';\n"
             );
-            for i in 1..=spec.replicas {
-                let slot = super::slot_name(&format!("replica-{i}"));
-                sql += &format!(
-                    "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = '{slot}');\n"
-                );
+            // What pg_rewind needs of a non-superuser (PostgreSQL's documented minimum).
+            for f in [
+                "pg_ls_dir(text, boolean, boolean)",
+                "pg_stat_file(text, boolean)",
+                "pg_read_binary_file(text)",
+                "pg_read_binary_file(text, bigint, bigint, boolean)",
+            ] {
+                sql += &format!("GRANT EXECUTE ON FUNCTION pg_catalog.{f} TO rewind;\n");
             }
         }
         let db = &spec.database;
@@ -82,15 +90,17 @@ impl Step for SetupPrimary {
                 .map_err(|e| StepError::Permanent(format!("secrets: {e}")))?;
             passwords.push((u.clone(), pw));
         }
-        let replicator = match spec.replicas {
+        let cluster = match spec.replicas {
             0 => None,
-            _ => Some(
-                secrets
-                    .password(&pg.instance_id, "replicator")
-                    .map_err(|e| StepError::Permanent(format!("secrets: {e}")))?,
-            ),
+            _ => Some((
+                pg.cluster_password(crate::postgres::patroni::REPLICATOR)?,
+                pg.cluster_password(crate::postgres::patroni::REWIND)?,
+            )),
         };
-        let sql = self.sql(&passwords, replicator.as_deref());
+        let sql = self.sql(
+            &passwords,
+            cluster.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+        );
         pg.run_script(
             ctx,
             &self.node,

@@ -64,14 +64,19 @@ impl LocalCa {
         &self.cert_pem
     }
 
-    /// A server certificate for `names` (DNS names or IP addresses); returns (cert, key) PEM.
+    /// A node certificate for `names` (DNS names or IP addresses); returns (cert, key) PEM.
+    /// It serves (PostgreSQL, etcd, Patroni's API) and is also the node's client certificate
+    /// towards its peers (etcd peers, Patroni members, etcd clients), hence both usages.
     pub fn issue_server(&self, names: &[String]) -> Result<(String, String), TlsError> {
         let mut p = CertificateParams::new(names.to_vec())?;
         p.distinguished_name.push(
             DnType::CommonName,
             names.first().cloned().unwrap_or_default(),
         );
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,

@@ -15,6 +15,9 @@ pub struct Tuning {
     pub max_parallel_workers_per_gather: u32,
     pub max_wal_size_mb: u64,
     pub min_wal_size_mb: u64,
+    /// WAL a replication slot may hold back before PostgreSQL invalidates it: a dead replica's
+    /// slot must not fill the primary's disk.
+    pub max_slot_wal_keep_size_mb: u64,
 }
 
 /// - shared_buffers: 25% of RAM; effective_cache_size: 75%.
@@ -22,6 +25,8 @@ pub struct Tuning {
 /// - work_mem: what is left after shared_buffers, shared by 3 sorts per connection, ≥ 4 MiB.
 /// - maintenance_work_mem: RAM/16 between 64 MiB and 2 GiB.
 /// - max_wal_size: 1/8 of the data disk between 1 and 16 GiB; min_wal_size a quarter of it.
+/// - max_slot_wal_keep_size: 1/4 of the data disk, at least 1 GiB (a replica gone for longer
+///   than that much WAL is rebuilt from the leader instead).
 pub fn tune(memory_mib: u64, vcpus: u32, disk_gib: u32) -> Tuning {
     let shared = memory_mib / 4;
     let max_connections = (100 + 50 * vcpus.saturating_sub(2)).min(500);
@@ -38,6 +43,7 @@ pub fn tune(memory_mib: u64, vcpus: u32, disk_gib: u32) -> Tuning {
         max_parallel_workers_per_gather: (vcpus / 2).max(1),
         max_wal_size_mb: max_wal,
         min_wal_size_mb: max_wal / 4,
+        max_slot_wal_keep_size_mb: (disk_gib as u64 * 1024 / 4).max(1024),
     }
 }
 
@@ -53,6 +59,8 @@ mod tests {
         assert_eq!(s.work_mem_kb, 4096);
         assert_eq!(s.maintenance_work_mem_mb, 64);
         assert_eq!((s.max_wal_size_mb, s.min_wal_size_mb), (1280, 320));
+        assert_eq!(s.max_slot_wal_keep_size_mb, 2560);
+        assert_eq!(tune(1024, 1, 2).max_slot_wal_keep_size_mb, 1024);
         let l = tune(32 * 1024, 8, 500);
         assert_eq!(
             (l.shared_buffers_mb, l.effective_cache_size_mb),

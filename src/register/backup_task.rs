@@ -1,5 +1,6 @@
-//! `dbctl backup list` / `dbctl backup now`: pgBackRest on an instance's primary, outside any
-//! run (bound like a step so it reaches the node the same way the flow does).
+//! `dbctl backup list` / `dbctl backup now`: pgBackRest on the node that leads now (an HA
+//! cluster's leader, asked of Patroni), outside any run (bound like a step so it reaches the
+//! node the same way the flow does).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::ssh::shell_quote;
 pub struct BackupTask {
     pub pg: Arc<Pg>,
     pub primary: String,
+    pub nodes: Vec<String>,
     /// `None`: only list; else the backup type to take first.
     pub kind: Option<String>,
 }
@@ -32,11 +34,15 @@ impl Step for BackupTask {
             "sudo -u postgres pgbackrest --stanza={}",
             shell_quote(&stanza)
         );
+        let leader = self
+            .pg
+            .current_leader(ctx, &self.nodes, &self.primary)
+            .await?;
         if let Some(kind) = &self.kind {
             self.pg
                 .run_script(
                     ctx,
-                    &self.primary,
+                    &leader,
                     &format!("{kind} backup"),
                     &format!("{p} --type={} backup", shell_quote(kind)),
                     None,
@@ -48,7 +54,7 @@ impl Step for BackupTask {
             .pg
             .run_script(
                 ctx,
-                &self.primary,
+                &leader,
                 "pgbackrest info",
                 &format!("{p} info --output=json"),
                 None,
@@ -59,6 +65,7 @@ impl Step for BackupTask {
             .ok_or_else(|| StepError::Permanent("unreadable pgbackrest info output".into()))?;
         Ok(json!({
             "stanza": stanza,
+            "node": leader,
             "repository": super::pgbackrest::describe(&self.pg.register),
             "backups": backups,
         }))

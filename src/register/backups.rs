@@ -6,6 +6,14 @@
 //! Rolling back stops the schedule and archiving; the backups themselves are kept (a destroyed
 //! instance can still be restored) unless the run is purged: a create that failed, or
 //! `destroy --purge-backups`.
+//!
+//! An HA cluster backs up from whichever node leads: `archive_command` is set cluster-wide
+//! through Patroni (every node archives once it leads), every node carries the pgBackRest
+//! config and the timers (each backup unit runs only on the leader), and a node that becomes
+//! the leader takes a full backup at once (Patroni's `on_role_change` callback). With the
+//! default `repo = "node"` each node keeps its own repository on its own disk: a new leader
+//! starts its own stanza with that full backup, and the old leader's backups die with it —
+//! an HA instance that must survive losing a node needs `repo = "s3"`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +31,8 @@ use crate::saga::{Step, StepCtx, StepError};
 pub struct RegisterBackups {
     pub pg: Arc<Pg>,
     pub primary: String,
+    /// Every node (one for a single node).
+    pub nodes: Vec<String>,
 }
 
 pub const CONF_PATH: &str = "/etc/pgbackrest/pgbackrest.conf";
@@ -34,6 +44,60 @@ const DISABLE: &str = include_str!("../../templates/node/backups-disable.sh");
 impl RegisterBackups {
     fn major(&self) -> String {
         self.pg.spec.version.to_string()
+    }
+
+    /// A Patroni cluster (HA instances built before Patroni archive like a single node).
+    fn patroni(&self) -> bool {
+        self.pg.spec.ha && self.primary != "primary"
+    }
+
+    fn archive_command(stanza: &str) -> String {
+        format!("pgbackrest --stanza={stanza} archive-push %p")
+    }
+
+    /// Sets (or with `None` clears) `archive_command` cluster-wide through Patroni, then waits
+    /// until the leader runs with it.
+    async fn set_cluster_archiving(
+        &self,
+        ctx: &StepCtx,
+        leader: &str,
+        command: Option<&str>,
+    ) -> Result<(), StepError> {
+        let pg = &self.pg;
+        let body = json!({ "postgresql": { "parameters": { "archive_command": command } } });
+        pg.patroni_api(
+            ctx,
+            leader,
+            "set archive_command through Patroni",
+            &["patch-config", "-"],
+            Some(body.to_string().as_bytes()),
+        )
+        .await?;
+        let want = command.unwrap_or("");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let s = pg.access.session(ctx, leader).await?;
+            let o = s
+                .exec(
+                    "sudo -u postgres psql -X -Atq -h /var/run/postgresql -d postgres -c 'SHOW archive_command'",
+                    None,
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|e| StepError::Transient(e.to_string()))?;
+            let have = o.stdout_str().trim().to_string();
+            if have == want || (want.is_empty() && have == "(disabled)") {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StepError::Transient(format!(
+                    "{leader}: archive_command is {have:?}, Patroni has not applied {want:?} within 120 s"
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(Duration::from_secs(5));
+        }
     }
 }
 
@@ -84,24 +148,49 @@ impl Step for RegisterBackups {
         let s = &pg.register;
         let stanza = stanza(&pg.instance_id);
         ctx.resource_intent("backup-stanza", &stanza, None)?;
-        install_config(pg, ctx, &self.primary, &stanza, CONF_PATH).await?;
+        let leader = pg.current_leader(ctx, &self.nodes, &self.primary).await?;
+        for node in &self.nodes {
+            install_config(pg, ctx, node, &stanza, CONF_PATH).await?;
+        }
         let repo = match s.backup.repo {
             RepoKind::Node => "node",
             RepoKind::S3 => "s3",
         };
-        let script = as_root(&[
-            &stanza,
-            &self.major(),
-            &s.backup.full_schedule,
-            &s.backup.diff_schedule,
-            repo,
-        ]);
+        let script = |mode: &str| {
+            as_root(&[
+                &stanza,
+                &self.major(),
+                &s.backup.full_schedule,
+                &s.backup.diff_schedule,
+                repo,
+                mode,
+            ])
+        };
+        if self.patroni() {
+            self.set_cluster_archiving(ctx, &leader, Some(&Self::archive_command(&stanza)))
+                .await?;
+            let member_script = script("member");
+            let members = self.nodes.iter().filter(|n| **n != leader).map(|n| {
+                pg.run_script(
+                    ctx,
+                    n,
+                    "backup schedule (runs only while leading)",
+                    &member_script,
+                    Some(ENABLE.as_bytes()),
+                    Duration::from_secs(300),
+                )
+            });
+            for r in futures::future::join_all(members).await {
+                r?;
+            }
+        }
+        let mode = if self.patroni() { "leader" } else { "single" };
         let out = pg
             .run_script(
                 ctx,
-                &self.primary,
+                &leader,
                 "archiving, stanza, check, first full backup, schedule",
-                &script,
+                &script(mode),
                 Some(ENABLE.as_bytes()),
                 Duration::from_secs(1800),
             )
@@ -110,6 +199,7 @@ impl Step for RegisterBackups {
         let backups = super::backup_info::parse(&out).unwrap_or_default();
         Ok(json!({
             "stanza": stanza,
+            "leader": leader,
             "repo": repo,
             "repository": pgbackrest::describe(s),
             "node_repo_path": (s.backup.repo == RepoKind::Node).then_some(NODE_REPO_PATH),
@@ -130,11 +220,58 @@ impl Step for RegisterBackups {
             return ctx.resource_deleted("backup-stanza", &stanza);
         }
         let purge = if pg.purge_backups { "purge" } else { "keep" };
-        let script = as_root(&[&stanza, &self.major(), purge]);
+        // The node that leads now archives and holds the stanza (a single node: the primary).
+        let leader = if self.patroni() {
+            match pg.topology(ctx, &self.nodes).await {
+                Ok(t) => t.leader().map(|l| l.name.clone()),
+                Err(e) => {
+                    ctx.log(&format!("no leader known ({e})"));
+                    None
+                }
+            }
+        } else {
+            Some(self.primary.clone())
+        };
+        if self.patroni() {
+            if let Some(l) = &leader
+                && let Err(e) = self.set_cluster_archiving(ctx, l, None).await
+            {
+                ctx.log(&format!(
+                    "archive_command not cleared ({e}); the cluster goes next"
+                ));
+            }
+            for n in self.nodes.iter().filter(|n| Some(*n) != leader.as_ref()) {
+                if ctx.input(&format!("provision.vm.{n}")).is_none()
+                    || pg.access.session(ctx, n).await.is_err()
+                {
+                    continue;
+                }
+                let script = as_root(&[&stanza, &self.major(), "keep", "member"]);
+                if let Err(e) = pg
+                    .run_script(
+                        ctx,
+                        n,
+                        "stop backup schedule",
+                        &script,
+                        Some(DISABLE.as_bytes()),
+                        Duration::from_secs(300),
+                    )
+                    .await
+                {
+                    ctx.log(&format!(
+                        "{n}: backup schedule not stopped ({e}); the VM goes next"
+                    ));
+                }
+            }
+        }
+        let mode = if self.patroni() { "leader" } else { "single" };
+        let script = as_root(&[&stanza, &self.major(), purge, mode]);
+        // Without a leader, any node that answers can delete the stanza from a shared bucket.
+        let target = leader.clone().unwrap_or_else(|| self.primary.clone());
         let r = pg
             .run_script(
                 ctx,
-                &self.primary,
+                &target,
                 &format!("stop backup schedule and archiving ({purge} backups)"),
                 &script,
                 Some(DISABLE.as_bytes()),
@@ -146,8 +283,7 @@ impl Step for RegisterBackups {
             // An S3 repository outlives the node: purging it must not be skipped silently.
             Err(e) if pg.purge_backups && pg.register.backup.repo == RepoKind::S3 => return Err(e),
             Err(e) => ctx.log(&format!(
-                "{}: backup schedule not stopped ({e}); the VM goes next",
-                self.primary
+                "{target}: backup schedule not stopped ({e}); the VM goes next"
             )),
         }
         if !pg.purge_backups {

@@ -1,7 +1,13 @@
-//! `register.dns`: the instance's stable names — `<name>.<project>.<suffix>` for the primary,
-//! `<name>-ro.<project>.<suffix>` for the replicas — published in dbctl's hosts-format file
+//! `register.dns`: the instance's stable names, published in dbctl's hosts-format file
 //! (addresses as the operator reaches the nodes) and in every node's /etc/hosts (private
-//! addresses, so applications and replicas inside the network use the same names).
+//! addresses, so applications and members inside the network use the same names).
+//!
+//! A single node is `<name>.<project>.<suffix>`. An HA cluster's names say nothing about
+//! roles, because roles change with every failover and no process of dbctl's watches the
+//! cluster to rewrite them (nor should nodes hold DNS credentials): `<name>.<project>.<suffix>`
+//! stands for every member, and libpq finds the leader among them with
+//! `target_session_attrs=read-write` (what `dbctl connect` prints); `<node>.<name>.…` names
+//! one member. (Instances built before Patroni keep their `-ro` name for the replicas.)
 
 use std::sync::Arc;
 
@@ -19,11 +25,14 @@ pub struct RegisterDns {
 }
 
 impl RegisterDns {
-    fn name_of(&self, role: Role) -> String {
+    /// The names `node` answers to.
+    fn names_of(&self, node: &str, role: Role) -> Vec<String> {
         let (s, spec) = (&self.pg.register, &self.pg.spec);
+        let legacy = node.starts_with("replica-") || node == "primary";
         match role {
-            Role::Primary => s.primary_name(spec),
-            Role::Replica => s.replica_name(spec),
+            _ if spec.ha && !legacy => vec![s.primary_name(spec), s.node_name(spec, node)],
+            Role::Primary => vec![s.primary_name(spec)],
+            Role::Replica => vec![s.replica_name(spec)],
         }
     }
 
@@ -48,22 +57,23 @@ impl Step for RegisterDns {
         let mut records = Vec::new();
         let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
         for (node, role) in &self.nodes {
-            let name = self.name_of(*role);
             let host = endpoints
                 .iter()
                 .find(|e| e["node"] == node.as_str())
                 .and_then(|e| e["host"].as_str())
                 .ok_or_else(|| StepError::Permanent(format!("no endpoint for {node}")))?;
             let private = pg.access.private_address(ctx, node)?;
-            host_lines.push(format!("{host} {name}"));
-            node_lines.push(format!("{private} {name}"));
-            match by_name.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, ips)) => ips.push(private.clone()),
-                None => by_name.push((name.clone(), vec![private.clone()])),
+            for name in self.names_of(node, *role) {
+                host_lines.push(format!("{host} {name}"));
+                node_lines.push(format!("{private} {name}"));
+                match by_name.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, ips)) => ips.push(private.clone()),
+                    None => by_name.push((name.clone(), vec![private.clone()])),
+                }
+                records.push(
+                    json!({ "node": node, "name": name, "address": host, "private_address": private }),
+                );
             }
-            records.push(
-                json!({ "node": node, "name": name, "address": host, "private_address": private }),
-            );
         }
         let hosts_file = pg.register.hosts_file.clone();
         ctx.resource_intent("dns", &pg.register.primary_name(&pg.spec), None)?;
@@ -92,10 +102,8 @@ impl Step for RegisterDns {
             .and_then(|o| o["hosts_file"].as_str())
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| pg.register.hosts_file.clone());
-        let names = [
-            pg.register.primary_name(&pg.spec),
-            pg.register.replica_name(&pg.spec),
-        ];
+        let nodes: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
+        let names = pg.register.all_names(&pg.spec, &nodes);
         pg.access.unpublish_dns(ctx, &names).await?;
         self.edit_hosts_file(&hosts_file, &[])?;
         // The nodes' copies go with their VMs, which roll back next; clean them when they

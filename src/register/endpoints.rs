@@ -12,8 +12,9 @@ pub struct RegisterEndpoints {
 }
 
 impl RegisterEndpoints {
-    /// Every node of the placement: the primary's endpoint comes from its setup, a replica's
-    /// from its clone step.
+    /// Every node of the placement: the first leader's endpoint comes from its setup, another
+    /// HA member's from the step where it joined (a legacy replica's from its clone step).
+    /// `role` is the role the node was built in; the live one is Patroni's (`dbctl status`).
     pub fn for_placement(p: &crate::scheduler::Placement) -> RegisterEndpoints {
         let nodes = p
             .nodes
@@ -24,10 +25,15 @@ impl RegisterEndpoints {
                     "primary".to_string(),
                     format!("setup.{}", n.node),
                 ),
-                crate::scheduler::Role::Replica => (
+                crate::scheduler::Role::Replica if n.node.starts_with("replica-") => (
                     n.node.clone(),
                     "replica".to_string(),
                     format!("setup.clone.{}", n.node),
+                ),
+                crate::scheduler::Role::Replica => (
+                    n.node.clone(),
+                    "replica".to_string(),
+                    format!("setup.patroni.{}", n.node),
                 ),
             })
             .collect();

@@ -2,6 +2,10 @@
 //! exporter connecting as a least-privilege `prometheus` role (member of `pg_monitor`, peer
 //! authentication over the local socket, so no password exists to leak), checked to report
 //! `pg_up 1`, and one Prometheus `file_sd_configs` file per instance listing the targets.
+//!
+//! The targets carry no role label: an HA cluster's leader changes without dbctl watching, and
+//! a label written at create would go on naming a dead primary. The role is a metric instead:
+//! the postgres exporter's `pg_replication_is_replica` (0 on the leader) is live.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,9 +70,11 @@ impl Step for RegisterMonitoring {
     async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
         let pg = &self.pg;
         let spec = &pg.spec;
+        let names: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
+        let leader = pg.current_leader(ctx, &names, &self.primary).await?;
         pg.run_script(
             ctx,
-            &self.primary,
+            &leader,
             "create monitoring role",
             "sudo -u postgres psql -X -q -d postgres",
             Some(ROLE_SQL.as_bytes()),
@@ -84,7 +90,7 @@ impl Step for RegisterMonitoring {
         }
 
         let mut groups = Vec::new();
-        for (node, role) in &self.nodes {
+        for (node, _) in &self.nodes {
             let zone = ctx
                 .input(&format!("provision.vm.{node}"))
                 .and_then(|v| v["zone"].as_str())
@@ -102,7 +108,6 @@ impl Step for RegisterMonitoring {
                         "instance_name": spec.name,
                         "dbctl_instance_id": pg.instance_id,
                         "node": node,
-                        "role": match role { Role::Primary => "primary", Role::Replica => "replica" },
                         "zone": zone,
                         "exporter": exporter,
                     }

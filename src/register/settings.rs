@@ -45,9 +45,25 @@ impl Settings {
         format!("{}.{}.{}", spec.name, spec.project, self.dns_suffix)
     }
 
-    /// The name every replica answers to: `<name>-ro.<project>.<suffix>`.
+    /// The name every replica answers to: `<name>-ro.<project>.<suffix>` (single-node and
+    /// legacy HA instances; a Patroni cluster has no fixed replicas to name).
     pub fn replica_name(&self, spec: &InstanceSpec) -> String {
         format!("{}-ro.{}.{}", spec.name, spec.project, self.dns_suffix)
+    }
+
+    /// One member of an HA cluster: `<node>.<name>.<project>.<suffix>`.
+    pub fn node_name(&self, spec: &InstanceSpec, node: &str) -> String {
+        format!("{node}.{}.{}.{}", spec.name, spec.project, self.dns_suffix)
+    }
+
+    /// Every name dbctl may publish for the instance (what its certificates carry, and what a
+    /// rollback removes).
+    pub fn all_names(&self, spec: &InstanceSpec, nodes: &[String]) -> Vec<String> {
+        let mut names = vec![self.primary_name(spec), self.replica_name(spec)];
+        if spec.ha {
+            names.extend(nodes.iter().map(|n| self.node_name(spec, n)));
+        }
+        names
     }
 
     /// Checks what `create` needs before anything is made: a usable backup repository (and its

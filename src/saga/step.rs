@@ -92,6 +92,24 @@ impl StepCtx {
         }
     }
 
+    /// The same context with `base` added under the run's own inputs (a day-2 run sees the
+    /// outputs of the run that built the instance: VM addresses, host keys).
+    pub fn with_base_inputs(&self, base: &BTreeMap<String, Value>) -> StepCtx {
+        let mut inputs = base.clone();
+        inputs.extend(self.inputs.clone());
+        StepCtx {
+            run_id: self.run_id.clone(),
+            step: self.step.clone(),
+            attempt: self.attempt,
+            generation: self.generation,
+            client_token: self.client_token.clone(),
+            inputs,
+            outputs: self.outputs.clone(),
+            journal: self.journal.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+
     pub fn input(&self, step: &str) -> Option<&Value> {
         self.inputs.get(step)
     }

@@ -27,7 +27,9 @@ pub enum Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlacement {
-    /// `primary`, `replica-1`, `replica-2`: also the suffix of the node's resource names.
+    /// `primary` for a single node; `node-1`, `node-2`, `node-3` for an HA cluster, whose roles
+    /// change with every failover (the role here is the one the node starts in: `node-1` is
+    /// the first leader). Also the suffix of the node's resource names.
     pub node: String,
     pub role: Role,
     pub zone: String,
@@ -48,11 +50,21 @@ impl Placement {
     }
 }
 
-/// Node names for a spec: the primary first, then replicas.
+/// Node names for a spec, the first leader first. An HA cluster's members are numbered, not
+/// named for a role: after a failover `node-2` may lead, and a name saying `primary` would lie.
 pub fn node_names(spec: &InstanceSpec) -> Vec<String> {
-    std::iter::once("primary".to_string())
-        .chain((1..=spec.replicas).map(|i| format!("replica-{i}")))
-        .collect()
+    if spec.replicas == 0 {
+        return vec!["primary".to_string()];
+    }
+    (1..=spec.nodes()).map(|i| format!("node-{i}")).collect()
+}
+
+/// The 0-based index of a node (`primary`, `node-1` → 0; `node-3` → 2), for addresses and MACs.
+pub fn node_index(node: &str) -> u8 {
+    node.strip_prefix("node-")
+        .and_then(|n| n.parse::<u8>().ok())
+        .map(|n| n.saturating_sub(1))
+        .unwrap_or(0)
 }
 
 /// Places every node of `spec` in one of `zones`, or says why it cannot (a validation error on

@@ -25,7 +25,7 @@ fn ha_nodes_land_in_distinct_zones() {
     assert_eq!(p.nodes[0].role, Role::Primary);
     assert_eq!(
         p.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
-        ["primary", "replica-1", "replica-2"]
+        ["node-1", "node-2", "node-3"]
     );
     picked.sort();
     picked.dedup();

@@ -20,6 +20,8 @@ pub struct SpecInput {
     pub memory_gib: Option<u32>,
     pub disk_gib: Option<u32>,
     pub ha: Option<bool>,
+    /// HA only: `sync` (default) or `async`.
+    pub replication: Option<String>,
     pub provider: Option<String>,
     pub region: Option<String>,
     pub zones: Option<Vec<String>>,
@@ -74,6 +76,7 @@ impl SpecInput {
             memory_gib,
             disk_gib,
             ha,
+            replication,
             provider,
             region,
             zones,

@@ -37,6 +37,10 @@ pub struct InstanceSpec {
     pub ha: bool,
     /// Replicas besides the primary (2 with `ha`, else 0).
     pub replicas: u32,
+    /// How an HA cluster commits (`None` for a single node). Absent from single-node specs, so
+    /// their canonical JSON (and idempotency keys) stay what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
     pub provider: String,
     pub region: String,
     /// Zones the nodes may be placed in; empty = any zone the provider offers.
@@ -58,6 +62,28 @@ pub struct InstanceSpec {
     /// Set by `dbctl restore`: the primary starts from another instance's backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreFrom>,
+}
+
+/// How an HA cluster acknowledges a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// A commit returns only once one standby has it on disk too (Patroni's
+    /// `synchronous_mode`): a failover never loses an acknowledged commit (RDS Multi-AZ
+    /// semantics). Costs one network round trip per commit.
+    Sync,
+    /// Commits return at once; a failover may lose the last moments of acknowledged commits
+    /// that had not reached a standby yet.
+    Async,
+}
+
+impl Replication {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Sync => "sync",
+            Replication::Async => "async",
+        }
+    }
 }
 
 /// Where a restored instance's data comes from.

@@ -294,6 +294,23 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
         DISK_GIB,
     )?;
     let ha = input.ha.unwrap_or(false);
+    let replication = match (ha, input.replication.as_deref()) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return err(
+                "replication",
+                "applies to HA instances only (add --ha, or leave it out)",
+            );
+        }
+        (true, None | Some("sync")) => Some(super::Replication::Sync),
+        (true, Some("async")) => Some(super::Replication::Async),
+        (true, Some(other)) => {
+            return err(
+                "replication",
+                format!("expected sync or async, got {other:?}"),
+            );
+        }
+    };
 
     let provider = input
         .provider
@@ -405,6 +422,7 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
         disk_gib,
         ha,
         replicas: if ha { 2 } else { 0 },
+        replication,
         provider,
         region,
         zones,

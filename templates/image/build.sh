@@ -1,13 +1,14 @@
 #!/bin/bash
 # Builds dbctl's base VM image: Debian 12 (debootstrap), kernel, systemd, OpenSSH, cloud-init
-# (NoCloud), sudo, PostgreSQL 15 server binaries, pgBackRest, Prometheus node/postgres exporters. Run by `dbctl image build` as root with:
+# (NoCloud), sudo, PostgreSQL 15 server binaries, pgBackRest, Prometheus node/postgres exporters,
+# Patroni and etcd (HA clusters). Run by `dbctl image build` as root with:
 #   WORK  scratch directory (root fs, debootstrap cache)   OUT  directory for the image files
 #   FILES directory holding 99-dbctl.cfg and init           MIRROR  Debian mirror URI
 # Produces OUT/{base.qcow2,vmlinuz,initrd.img,image.env}. Every line it prints is progress.
 set -euo pipefail
 : "${WORK:?}" "${OUT:?}" "${FILES:?}" "${MIRROR:?}"
 ROOT=$WORK/root
-PKGS=linux-image-cloud-amd64,systemd-sysv,udev,iproute2,openssh-server,cloud-init,python3-cffi-backend,postgresql-15,postgresql-contrib,sudo,busybox-static,e2fsprogs,util-linux,ca-certificates,pgbackrest,prometheus-node-exporter,prometheus-postgres-exporter
+PKGS=linux-image-cloud-amd64,systemd-sysv,udev,iproute2,openssh-server,cloud-init,python3-cffi-backend,postgresql-15,postgresql-contrib,sudo,busybox-static,e2fsprogs,util-linux,ca-certificates,pgbackrest,prometheus-node-exporter,prometheus-postgres-exporter,patroni,python3-etcd,etcd-server,etcd-client
 
 echo "debootstrap bookworm from $MIRROR (a few minutes)"
 rm -rf "$ROOT"
@@ -51,6 +52,10 @@ sed -i 's/^#\?\s*create_main_cluster.*/create_main_cluster = false/' "$ROOT/etc/
 ch "systemctl disable postgresql.service"
 # Backups and exporters are configured by dbctl's register stage, which also starts them.
 ch "systemctl disable prometheus-node-exporter.service prometheus-postgres-exporter.service"
+# HA only: dbctl configures etcd and Patroni on the nodes of an HA cluster and enables them
+# there. The package's default single-member etcd data must not exist on any node.
+ch "systemctl disable etcd.service patroni.service" || true
+rm -rf "$ROOT/var/lib/etcd/default"
 
 # Boot time: mask units a database VM does not need.
 for u in apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \

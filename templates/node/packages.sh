@@ -5,14 +5,17 @@
 # package sources on first boot.
 # Installed like dbctl's image has them: no "main" cluster (dbctl creates its own on the data
 # disk), no service started or enabled (later steps start what they configure).
+# HA=ha also installs Patroni and etcd (an HA cluster's nodes run both), likewise not started.
 # Exit 3: the package sources do not have PostgreSQL MAJOR (retrying will not help).
 set -euo pipefail
-MAJOR="$1"
+MAJOR="$1"; HA="${2:-}"
 # (Not busybox: its initramfs hook regenerates the initrd, minutes under emulation.)
 PKGS="postgresql-$MAJOR pgbackrest prometheus-node-exporter prometheus-postgres-exporter"
+[ "$HA" = ha ] && PKGS="$PKGS patroni python3-etcd etcd-server etcd-client"
 have() {
   [ -x "/usr/lib/postgresql/$MAJOR/bin/postgres" ] && command -v pgbackrest >/dev/null \
-    && [ -x /usr/bin/prometheus-node-exporter ] && [ -x /usr/bin/prometheus-postgres-exporter ]
+    && [ -x /usr/bin/prometheus-node-exporter ] && [ -x /usr/bin/prometheus-postgres-exporter ] \
+    && { [ "$HA" != ha ] || { [ -x /usr/bin/patroni ] && [ -x /usr/bin/etcd ] && [ -x /usr/bin/etcdctl ]; }; }
 }
 if have; then echo "packages present"; exit 0; fi
 
@@ -49,6 +52,10 @@ echo "apt-get install $PKGS"
 apt_install $PKGS
 systemctl disable --now postgresql.service prometheus-node-exporter.service \
   prometheus-postgres-exporter.service >/dev/null 2>&1 || true
+if [ "$HA" = ha ]; then
+  systemctl disable --now etcd.service patroni.service >/dev/null 2>&1 || true
+  rm -rf /var/lib/etcd/default
+fi
 apt-get clean
 have || { echo "packages installed but $PKGS incomplete" >&2; exit 1; }
 echo "installed $PKGS"

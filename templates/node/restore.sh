@@ -17,8 +17,11 @@ if [ -n "$TARGET" ]; then
 fi
 echo "pgbackrest restore of stanza $STANZA${TARGET:+ to $TARGET}"
 sudo -u postgres pgbackrest "${ARGS[@]}" restore
-# As after a clone: the backup holds no config files (they live in /etc), give the adopted
-# cluster minimal ones; dbctl installs the real config next.
-[ -f "$DATA/postgresql.conf" ] || printf "include_dir = 'conf.d'\n" | sudo -u postgres tee "$DATA/postgresql.conf" >/dev/null
+# The adopted cluster gets minimal config files; dbctl installs the real config next. A backup
+# of a single node holds none (they live in /etc); one of an HA member holds Patroni's, which
+# name Patroni's files and settings: replaced, so this node is configured like any other.
+# (Recovery settings are in postgresql.auto.conf, untouched.)
+rm -f "$DATA/postgresql.base.conf" "$DATA/patroni.dynamic.json"
+printf "include_dir = 'conf.d'\n" | sudo -u postgres tee "$DATA/postgresql.conf" >/dev/null
 for f in pg_hba.conf pg_ident.conf; do [ -f "$DATA/$f" ] || sudo -u postgres touch "$DATA/$f"; done
 pg_createcluster "$MAJOR" main -d "$DATA" >/dev/null

@@ -123,10 +123,14 @@ impl Provider for Aws {
             Arc::new(Pg {
                 access: Arc::new(AwsAccess {
                     env: env.clone(),
-                    dns_names: vec![
-                        self.register.primary_name(run.spec),
-                        self.register.replica_name(run.spec),
-                    ],
+                    dns_names: self.register.all_names(
+                        run.spec,
+                        &run.placement
+                            .nodes
+                            .iter()
+                            .map(|n| n.node.clone())
+                            .collect::<Vec<_>>(),
+                    ),
                     route53_zone: self.register.route53_zone.clone(),
                 }),
                 spec: run.spec.clone(),

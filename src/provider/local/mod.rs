@@ -172,9 +172,7 @@ pub(crate) fn firewall_ports(paths: &RunPaths) -> Vec<u16> {
 }
 
 pub(crate) fn node_index(node: &str) -> u8 {
-    node.strip_prefix("replica-")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    crate::scheduler::node_index(node)
 }
 
 /// The node's address on the VPC's private segment.

@@ -5,6 +5,7 @@ mod disk;
 mod firewall;
 mod keypair;
 mod network;
+mod restart;
 mod vm;
 
 use std::sync::Arc;
@@ -58,10 +59,8 @@ impl Step for NotYet {
 pub fn bind(env: &Arc<LocalEnv>, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {
     let paths = RunPaths::new(&env.state_dir, run.run_id);
     let pg = || {
-        let dns_names = vec![
-            env.register.primary_name(run.spec),
-            env.register.replica_name(run.spec),
-        ];
+        let nodes: Vec<String> = run.placement.nodes.iter().map(|n| n.node.clone()).collect();
+        let dns_names = env.register.all_names(run.spec, &nodes);
         Arc::new(Pg {
             access: Arc::new(LocalAccess {
                 env: env.clone(),
@@ -77,21 +76,28 @@ pub fn bind(env: &Arc<LocalEnv>, run: &RunInfo<'_>, step: &str, action: &Action)
     if let Some(step) = crate::postgres::bind(action, pg(), run.placement) {
         return step;
     }
+    let vm_step = |node: &str, zone: &str| vm::VmStep {
+        env: env.clone(),
+        paths: paths.clone(),
+        run_id: run.run_id.to_string(),
+        instance: run.spec.name.clone(),
+        node: node.to_string(),
+        zone: zone.to_string(),
+        vcpus: run.spec.resources.vcpus,
+        memory_gib: run.spec.resources.memory_gib,
+        image: run.spec.image.clone(),
+    };
     match action {
         Action::Network => Arc::new(network::NetworkStep { paths }),
         Action::Firewall => Arc::new(firewall::FirewallStep { paths }),
         Action::KeyPair => Arc::new(keypair::KeyPairStep { env: env.clone() }),
-        Action::Vm { node, zone } => Arc::new(vm::VmStep {
-            env: env.clone(),
-            paths,
-            run_id: run.run_id.to_string(),
-            instance: run.spec.name.clone(),
-            node: node.clone(),
-            zone: zone.clone(),
-            vcpus: run.spec.resources.vcpus,
-            memory_gib: run.spec.resources.memory_gib,
-            image: run.spec.image.clone(),
-        }),
+        Action::Vm { node, zone } => Arc::new(vm_step(node, zone)),
+        Action::StartNode { node } => {
+            let zone = run.placement.zone_of(node).unwrap_or_default().to_string();
+            Arc::new(restart::RestartStep {
+                vm: vm_step(node, &zone),
+            })
+        }
         Action::Disk { node, size_gib, .. } => Arc::new(disk::DiskStep {
             paths,
             node: node.clone(),

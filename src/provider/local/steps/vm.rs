@@ -169,7 +169,8 @@ impl VmStep {
         let key = self.env.client_key()?;
         let hostname = format!("{}-{}", self.instance, self.node);
         let ip = private_ip(&self.node);
-        let role = if self.node == "primary" {
+        // The role the node starts in (an HA cluster's roles change later).
+        let role = if node_index(&self.node) == 0 {
             "primary"
         } else {
             "replica"
@@ -192,6 +193,14 @@ impl VmStep {
             .map_err(|e| StepError::Permanent(format!("network-config template: {e}")))?;
         seed::write_iso(&vm.seed(), &user_data, &network, &instance_id, &hostname)
             .map_err(io_err("seed"))?;
+        self.start_qemu(ports, image)
+    }
+
+    /// Starts QEMU over the VM's existing overlay and seed.
+    fn start_qemu(&self, ports: &Ports, image: &Image) -> Result<u32, StepError> {
+        let vm = self.vm();
+        let ip = private_ip(&self.node);
+        let index = node_index(&self.node);
         let forwards = self.forwards(ports);
         let guest_forwards = self.guest_forwards(image)?;
         let cfg = VmConfig {
@@ -253,6 +262,69 @@ impl VmStep {
             .into_iter()
             .map(|r| (r.host.to_string(), r.addr))
             .collect()
+    }
+
+    /// Boots a VM that was built before and is down (its QEMU process killed or exited): the
+    /// same overlay, seed, ports and host key; nothing of the guest is created anew. Returns
+    /// the recorded outputs with the new pid, once a session verified by the recorded host key
+    /// runs a command. A VM that runs is adopted as it is.
+    pub async fn restart(&self, ctx: &StepCtx, recorded: VmOut) -> Result<VmOut, StepError> {
+        let vm = self.vm();
+        let pid = match process::running(&vm.pid(), &self.name()) {
+            Some(pid) => {
+                ctx.log(&format!("{}: VM runs (pid {pid})", self.node));
+                pid
+            }
+            None => {
+                if !vm.overlay().exists() || !vm.seed().exists() {
+                    return Err(StepError::Permanent(format!(
+                        "{}: its disks are gone ({}); it cannot be started again",
+                        self.node,
+                        vm.dir.display()
+                    )));
+                }
+                // The hub (the VPC) must run for the VM's private NIC.
+                crate::provider::local::hub::ensure(
+                    &self.paths.hub_socket(),
+                    &self.paths.hub_pid(),
+                )
+                .map_err(io_err("network hub"))?;
+                let ports = self.ports()?;
+                let image = resolve_image(&self.env, self.image.as_deref())
+                    .map_err(StepError::Permanent)?;
+                let pid = self.start_qemu(&ports, &image)?;
+                ctx.log(&format!("{}: VM started again (pid {pid})", self.node));
+                pid
+            }
+        };
+        let out = VmOut { pid, ..recorded };
+        let deadline = Instant::now() + self.env.boot_timeout();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let r = match self.env.session(&out).await {
+                Ok(s) => s
+                    .exec("true", None, Duration::from_secs(30))
+                    .await
+                    .map_err(|e| StepError::Transient(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(o) if o.success() => return Ok(out),
+                Ok(o) => {
+                    return Err(StepError::Transient(format!(
+                        "{}: {}",
+                        self.node,
+                        o.tail(2)
+                    )));
+                }
+                Err(StepError::Transient(e)) if Instant::now() < deadline => {
+                    tracing::debug!("{}: ssh not ready: {e}", self.node);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 3 / 2).min(Duration::from_secs(3));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Polls the serial console (with backoff) for the host key block.
