@@ -20,6 +20,8 @@ fn invalid_spec_exits_2_names_the_field_and_writes_nothing() {
             "extensions[0]:",
         ),
         (&["create", "-f", "/nonexistent/spec.toml"], "file:"),
+        (&["create", "db", "--replication", "async"], "replication:"),
+        (&["create", "db", "--ha", "--replication", "quorum"], "replication:"),
     ];
     for (args, field) in cases {
         let out = env.run(args, None);
@@ -445,4 +447,30 @@ fn dirs_cache() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
         .join("dbctl")
+}
+
+#[test]
+fn day2_commands_refuse_what_is_not_an_ha_cluster_and_record_nothing() {
+    let env = Env::new();
+    assert_eq!(env.run(&["create", "db"], None).status.code(), Some(0));
+    let runs = || env.journal().runs_of_instance(&env.journal().instances(true).unwrap()[0].id).unwrap().len();
+    let before = runs();
+    for args in [
+        vec!["switchover", "db"],
+        vec!["switchover", "db", "--to", "node-2"],
+        vec!["failover", "db", "--to", "node-2"],
+        vec!["reinit", "db", "primary"],
+    ] {
+        let out = env.run(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("name: db is not an HA instance"), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+    for args in [vec!["switchover", "nope"], vec!["reinit", "nope", "node-1"]] {
+        assert_eq!(env.run(&args, None).status.code(), Some(8), "{args:?}");
+    }
+    // A day-2 run cannot be "rolled back"; an unknown run is not found.
+    assert_eq!(env.run(&["rollback", "run-0000000000"], None).status.code(), Some(8));
+    assert_eq!(runs(), before, "nothing recorded");
 }

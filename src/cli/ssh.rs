@@ -13,15 +13,17 @@ use crate::spec::ValidationError;
 
 #[derive(Debug, Args)]
 #[command(
-    after_long_help = "Examples:\n  dbctl ssh orders\n  dbctl ssh orders --node replica-1 -- sudo journalctl -u postgresql"
+    after_long_help = "Like ssh, the command's words are joined for the remote shell: quote a compound \
+    command as one word.\n\nExamples:\n  dbctl ssh orders\n  dbctl ssh orders --node node-2 -- sudo journalctl -u patroni\n  \
+    dbctl ssh orders --node node-3 -- 'sudo -u postgres psql -c \"select 1\"'"
 )]
 pub struct SshArgs {
     /// Instance name
     pub name: String,
 
-    /// Node: primary, replica-1, replica-2
-    #[arg(long, default_value = "primary")]
-    pub node: String,
+    /// Node: `primary` of a single node, node-1…node-3 of an HA cluster [default: the first]
+    #[arg(long)]
+    pub node: Option<String>,
 
     #[arg(long)]
     pub project: Option<String>,
@@ -44,14 +46,22 @@ pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let step = format!("provision.vm.{}", args.node);
+    let node = match args.node {
+        Some(n) => n,
+        None => operations::run_placement(&run)?
+            .nodes
+            .first()
+            .map(|n| n.node.clone())
+            .unwrap_or_else(|| "primary".into()),
+    };
+    let step = format!("provision.vm.{node}");
     let steps = journal.steps(&run.id)?;
     let vm: VmOut = outputs_of(&steps, &step)
         .and_then(|o| serde_json::from_value(o.clone()).ok())
         .ok_or_else(|| {
             CliError::NotFound(format!(
-                "{}: node {} has no running VM recorded",
-                args.name, args.node
+                "{}: node {node} has no running VM recorded",
+                args.name
             ))
         })?;
     let key = app.state_dir().join("ssh/id_ed25519");

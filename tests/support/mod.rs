@@ -195,6 +195,21 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
+/// The pid of one node's QEMU process (what a test kills to take a node down hard).
+pub fn qemu_pid(run: &str, node: &str) -> Option<i32> {
+    let marker = format!("dbctl-{run}-{node},");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            (c.starts_with("qemu-system") && c.contains(&marker)).then_some(pid)
+        })
+        .next()
+}
+
 /// QEMU processes of a run, found by the process name dbctl gives them.
 pub fn qemu_processes(run: &str) -> usize {
     let marker = format!("dbctl-{run}-");
