@@ -76,7 +76,17 @@ impl Bench {
 
 fn psql(uri: &str, sql: &str) -> Option<String> {
     let out = Command::new("psql")
-        .args([uri, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            uri,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .ok()?;
     out.status
@@ -152,7 +162,10 @@ fn main() {
     let created = b.json(&["create", "bench", "--ha"]);
     println!("HA RUNNING after {:.1} s", t0.elapsed().as_secs_f64());
     let run = created["run"]["id"].as_str().unwrap().to_string();
-    let uri = b.json(&["connect", "bench"])["uri"].as_str().unwrap().to_string();
+    let uri = b.json(&["connect", "bench"])["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
     psql(&uri, "CREATE TABLE bench (id bigint PRIMARY KEY)").expect("table");
 
     let (mut failovers, mut reinits, mut gaps, mut lost_total) = (vec![], vec![], vec![], 0);
@@ -166,7 +179,13 @@ fn main() {
         // SAFETY: kill(2) of the QEMU process found by its name.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let first = loop {
-            if let Some(t) = acks.lock().unwrap().iter().map(|a| a.1).find(|t| *t > killed) {
+            if let Some(t) = acks
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| a.1)
+                .find(|t| *t > killed)
+            {
                 break t;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -174,11 +193,17 @@ fn main() {
         let failover = (first - killed).as_secs_f64();
         wait_more(&acks, 5);
         let t = Instant::now();
-        assert!(b.run(&["reinit", "bench", &leader]).status.success(), "reinit");
+        assert!(
+            b.run(&["reinit", "bench", &leader]).status.success(),
+            "reinit"
+        );
         let reinit = t.elapsed().as_secs_f64();
         // A planned switchover under the writer: the longest pause in acknowledged writes.
         let mark = acks.lock().unwrap().len();
-        assert!(b.run(&["switchover", "bench"]).status.success(), "switchover");
+        assert!(
+            b.run(&["switchover", "bench"]).status.success(),
+            "switchover"
+        );
         wait_more(&acks, 5);
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
@@ -199,8 +224,14 @@ fn main() {
         lost_total += missing;
     }
     println!("\nmedian of {rounds} rounds (seconds):");
-    println!("  kill → first acknowledged write  {:>6.1}", median(failovers));
-    println!("  reinit of the killed node        {:>6.1}", median(reinits));
+    println!(
+        "  kill → first acknowledged write  {:>6.1}",
+        median(failovers)
+    );
+    println!(
+        "  reinit of the killed node        {:>6.1}",
+        median(reinits)
+    );
     println!("  switchover write unavailability  {:>6.1}", median(gaps));
     println!("  rows lost (all rounds)           {lost_total:>6}");
     assert!(b.run(&["destroy", "bench"]).status.success(), "destroy");

@@ -1,7 +1,7 @@
 //! Benchmark: time-to-RUNNING on the local provider, per stage, median of N runs.
 //!
 //!   cargo build && cargo run --example time_to_running -- 3          # one node
-//!   cargo build && cargo run --example time_to_running -- 3 --ha     # primary + 2 replicas
+//!   cargo build && cargo run --example time_to_running -- 3 --ha     # a 3-node Patroni cluster
 //!   cargo build && cargo run --example time_to_running -- 3 --image PATH   # a cloud image
 //!
 //! Each run is `dbctl create` in a fresh journal (one VM), timed from the journal's step records,

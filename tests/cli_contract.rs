@@ -21,7 +21,10 @@ fn invalid_spec_exits_2_names_the_field_and_writes_nothing() {
         ),
         (&["create", "-f", "/nonexistent/spec.toml"], "file:"),
         (&["create", "db", "--replication", "async"], "replication:"),
-        (&["create", "db", "--ha", "--replication", "quorum"], "replication:"),
+        (
+            &["create", "db", "--ha", "--replication", "quorum"],
+            "replication:",
+        ),
     ];
     for (args, field) in cases {
         let out = env.run(args, None);
@@ -453,7 +456,12 @@ fn dirs_cache() -> std::path::PathBuf {
 fn day2_commands_refuse_what_is_not_an_ha_cluster_and_record_nothing() {
     let env = Env::new();
     assert_eq!(env.run(&["create", "db"], None).status.code(), Some(0));
-    let runs = || env.journal().runs_of_instance(&env.journal().instances(true).unwrap()[0].id).unwrap().len();
+    let runs = || {
+        env.journal()
+            .runs_of_instance(&env.journal().instances(true).unwrap()[0].id)
+            .unwrap()
+            .len()
+    };
     let before = runs();
     for args in [
         vec!["switchover", "db"],
@@ -464,13 +472,19 @@ fn day2_commands_refuse_what_is_not_an_ha_cluster_and_record_nothing() {
         let out = env.run(&args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("name: db is not an HA instance"), "{args:?}: {err}");
+        assert!(
+            err.contains("name: db is not an HA instance"),
+            "{args:?}: {err}"
+        );
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     }
     for args in [vec!["switchover", "nope"], vec!["reinit", "nope", "node-1"]] {
         assert_eq!(env.run(&args, None).status.code(), Some(8), "{args:?}");
     }
     // A day-2 run cannot be "rolled back"; an unknown run is not found.
-    assert_eq!(env.run(&["rollback", "run-0000000000"], None).status.code(), Some(8));
+    assert_eq!(
+        env.run(&["rollback", "run-0000000000"], None).status.code(),
+        Some(8)
+    );
     assert_eq!(runs(), before, "nothing recorded");
 }

@@ -29,11 +29,7 @@ struct Ha {
 
 impl Ha {
     fn run(&self, args: &[&str], faults: Option<&str>) -> Output {
-        self.env
-            .command(args, faults)
-            .envs(CREDS)
-            .output()
-            .unwrap()
+        self.env.command(args, faults).envs(CREDS).output().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> (i32, Value) {
@@ -70,7 +66,10 @@ impl Ha {
             if check(&c) {
                 return c;
             }
-            assert!(Instant::now() < deadline, "{what}: not within {limit:?}: {c}");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {limit:?}: {c}"
+            );
             std::thread::sleep(delay);
             delay = (delay * 3 / 2).min(Duration::from_secs(5));
         }
@@ -98,9 +97,10 @@ fn step<'a>(st: &'a Value, name: &str) -> &'a Value {
 }
 
 fn streaming(c: &Value, node: &str) -> bool {
-    c["replication"]
-        .as_array()
-        .is_some_and(|r| r.iter().any(|s| s["application_name"] == node && s["state"] == "streaming"))
+    c["replication"].as_array().is_some_and(|r| {
+        r.iter()
+            .any(|s| s["application_name"] == node && s["state"] == "streaming")
+    })
 }
 
 fn sync_standby(c: &Value) -> Option<String> {
@@ -113,7 +113,17 @@ fn sync_standby(c: &Value) -> Option<String> {
 /// psql (libpq, as a user's client) with `uri`; the trimmed output or psql's error.
 fn psql(uri: &str, sql: &str) -> Result<String, String> {
     let out = std::process::Command::new("psql")
-        .args([uri, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            uri,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .unwrap();
     if out.status.success() {
@@ -127,20 +137,32 @@ fn psql(uri: &str, sql: &str) -> Result<String, String> {
 struct Writer {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    last_error: Arc<Mutex<String>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     fn start(uri: &str, first: i64) -> Writer {
-        let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
-        let (s, a, uri) = (stop.clone(), acked.clone(), uri.to_string());
+        let (stop, acked) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let last_error = Arc::new(Mutex::new(String::new()));
+        let (s, a, e, uri) = (
+            stop.clone(),
+            acked.clone(),
+            last_error.clone(),
+            uri.to_string(),
+        );
         let handle = std::thread::spawn(move || {
             let mut id = first;
             while !s.load(Ordering::Relaxed) {
-                if psql(&uri, &format!("INSERT INTO acked (id) VALUES ({id})")).is_ok() {
+                let r = psql(&uri, &format!("INSERT INTO acked (id) VALUES ({id})"));
+                if r.is_ok() {
                     a.lock().unwrap().push((id, Instant::now()));
                     id += 1;
                 } else {
+                    *e.lock().unwrap() = r.unwrap_err();
                     // Failing over: every node refuses at once; do not spin.
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -149,6 +171,7 @@ impl Writer {
         Writer {
             stop,
             acked,
+            last_error,
             handle: Some(handle),
         }
     }
@@ -158,14 +181,24 @@ impl Writer {
     }
 
     fn first_after(&self, t: Instant) -> Option<Instant> {
-        self.acked.lock().unwrap().iter().map(|(_, at)| *at).find(|at| *at > t)
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| *at)
+            .find(|at| *at > t)
     }
 
     /// Waits (polling) until `n` more rows than now are committed.
     fn wait_more(&self, n: usize, limit: Duration) {
         let (want, deadline) = (self.count() + n, Instant::now() + limit);
         while self.count() < want {
-            assert!(Instant::now() < deadline, "writer stalled at {} rows", self.count());
+            assert!(
+                Instant::now() < deadline,
+                "writer stalled at {} rows; last error: {}",
+                self.count(),
+                self.last_error.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -210,16 +243,30 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     assert!(was_killed(&out), "{}", stderr(&out));
     let run = ha.env.last_run();
     assert_eq!(qemu_processes(&run), 3);
-    let out = ha.run(&["resume", &run], Some("setup.patroni.node-3@before=permanent"));
+    let out = ha.run(
+        &["resume", &run],
+        Some("setup.patroni.node-3@before=permanent"),
+    );
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let out = ha.run(&["resume", &run], Some("setup.patroni.node-3@after=crash"));
     assert!(was_killed(&out), "{}", stderr(&out));
     let out = ha.run(&["resume", &run], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    eprintln!("HA RUNNING (with two crashes and a failure) after {:.0} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "HA RUNNING (with two crashes and a failure) after {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
     let (_, st) = ha.json(&["status", &run]);
-    assert_eq!(step(&st, "setup.patroni.node-1")["attempts"], 2, "bootstrap resumed");
-    assert_eq!(step(&st, "setup.patroni.node-2")["attempts"], 1, "node-2 not joined again");
+    assert_eq!(
+        step(&st, "setup.patroni.node-1")["attempts"],
+        2,
+        "bootstrap resumed"
+    );
+    assert_eq!(
+        step(&st, "setup.patroni.node-2")["attempts"],
+        1,
+        "node-2 not joined again"
+    );
     assert_eq!(step(&st, "setup.patroni.node-3")["attempts"], 3);
     let zones: HashSet<&str> = st["steps"]
         .as_array()
@@ -249,16 +296,31 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         psql(&uri, "SELECT current_setting('data_checksums') || ' ' || current_setting('max_slot_wal_keep_size') || ' ' || current_setting('synchronous_standby_names') || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").unwrap(),
         format!("on 2560MB \"{sync}\" true")
     );
-    let replica_uri = ha.json(&["connect", "ha", "--replica"]).1["uri"].as_str().unwrap().to_string();
-    assert_eq!(psql(&replica_uri, "SELECT pg_is_in_recovery()").unwrap(), "t");
+    let replica_uri = ha.json(&["connect", "ha", "--replica"]).1["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        psql(&replica_uri, "SELECT pg_is_in_recovery()").unwrap(),
+        "t"
+    );
     // Names and targets say nothing about roles (they would go stale at the first failover).
     let sd: Value = serde_json::from_str(
         &std::fs::read_to_string(ha.env.path("state/prometheus/default.ha.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(sd.as_array().unwrap().len(), 6, "{sd}");
-    assert!(sd.as_array().unwrap().iter().all(|g| g["labels"].get("role").is_none()), "{sd}");
-    let hosts = ha.ssh("node-3", "getent ahostsv4 ha.default.dbctl.internal | awk '{print $1}' | sort -u");
+    assert!(
+        sd.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["labels"].get("role").is_none()),
+        "{sd}"
+    );
+    let hosts = ha.ssh(
+        "node-3",
+        "getent ahostsv4 ha.default.dbctl.internal | awk '{print $1}' | sort -u",
+    );
     assert_eq!(hosts, "10.77.0.10\n10.77.0.11\n10.77.0.12");
 
     // Bad day-2 requests change nothing (exit 2, the field named).
@@ -270,18 +332,30 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         (vec!["reinit", "ha", "node-7"], "node"),
     ] {
         let (code, v) = ha.json(&args);
-        assert_eq!((code, v["error"]["field"].as_str()), (2, Some(field)), "{args:?}: {v}");
+        assert_eq!(
+            (code, v["error"]["field"].as_str()),
+            (2, Some(field)),
+            "{args:?}: {v}"
+        );
     }
-    assert_eq!(ha.operations(), 0, "no run was recorded for a refused request");
+    assert_eq!(
+        ha.operations(),
+        0,
+        "no run was recorded for a refused request"
+    );
 
     // Rows 1-50 and a moment to restore to later, from the backups taken before the failover.
     psql(&uri, "CREATE TABLE acked (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO acked (id) SELECT generate_series(1, 50)").unwrap();
-    let before = psql(&uri, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").unwrap();
+    let before = psql(
+        &uri,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
 
     // The leader's VM dies (kill -9 of QEMU) under a writer using the URI from before.
     let writer = Writer::start(&uri, 100);
-    writer.wait_more(20, Duration::from_secs(120));
+    writer.wait_more(20, Duration::from_secs(300));
     let killed = Instant::now();
     let pid = qemu_pid(&run, "node-1").expect("node-1's QEMU");
     // SAFETY: a plain kill(2) of a process this test found by its name.
@@ -291,11 +365,17 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         if let Some(t) = writer.first_after(killed) {
             break t;
         }
-        assert!(Instant::now() < deadline, "no write succeeded within 300 s of the kill");
+        assert!(
+            Instant::now() < deadline,
+            "no write succeeded within 300 s of the kill"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!("failover: first acknowledged write {:.1} s after the kill", (first - killed).as_secs_f64());
-    writer.wait_more(10, Duration::from_secs(60));
+    eprintln!(
+        "failover: first acknowledged write {:.1} s after the kill",
+        (first - killed).as_secs_f64()
+    );
+    writer.wait_more(10, Duration::from_secs(300));
     let (acked, _) = writer.finish();
     let new_leader = ha.leader().expect("a new leader");
     assert_ne!(new_leader, "node-1");
@@ -305,14 +385,25 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
     let (_, st) = ha.json(&["status", "ha"]);
     assert!(
-        !st["cluster"]["members"].as_array().unwrap().iter().any(|m| m["name"] == "node-1"),
+        !st["cluster"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "node-1"),
         "the dead node is out of the cluster: {}",
         st["cluster"]
     );
 
-    // Backups follow the leader: it takes a full backup as soon as it is promoted, and archives.
-    let stanza = step(&st, "register.backups")["outputs"]["stanza"].as_str().unwrap().to_string();
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    // Backups follow the leader: it backs up as soon as it is promoted (incremental here: the
+    // S3 repository holds the cluster's full backup), and archives.
+    let stanza = step(&st, "register.backups")["outputs"]["stanza"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
         - killed.elapsed().as_secs() as i64;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut delay = Duration::from_secs(2);
@@ -320,55 +411,93 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         let (code, list) = ha.json(&["backup", "list", "ha"]);
         assert_eq!(code, 0, "{list}");
         assert_eq!(list["node"], new_leader.as_str(), "{list}");
-        let full_after = list["backups"]
+        let after = list["backups"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|b| b["kind"] == "full" && b["started"].as_i64().unwrap() >= since);
-        if full_after {
+            .any(|b| b["kind"] == "incr" && b["started"].as_i64().unwrap() >= since);
+        if after {
             break;
         }
-        assert!(Instant::now() < deadline, "no full backup by the new leader: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "no backup by the new leader: {list}"
+        );
         std::thread::sleep(delay);
         delay = (delay * 3 / 2).min(Duration::from_secs(15));
     }
-    ha.ssh(&new_leader, &format!("sudo -u postgres pgbackrest --stanza={stanza} check"));
-    let moment = psql(&uri, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").unwrap();
+    ha.ssh(
+        &new_leader,
+        &format!("sudo -u postgres pgbackrest --stanza={stanza} check"),
+    );
+    let moment = psql(
+        &uri,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .unwrap();
     let at_moment = rows(&uri);
-    psql(&uri, "SELECT pg_sleep(1.5); INSERT INTO acked (id) VALUES (1000000)").unwrap();
-    ha.ssh(&new_leader, &format!("sudo -u postgres pgbackrest --stanza={stanza} check"));
+    psql(
+        &uri,
+        "SELECT pg_sleep(1.5); INSERT INTO acked (id) VALUES (1000000)",
+    )
+    .unwrap();
+    ha.ssh(
+        &new_leader,
+        &format!("sudo -u postgres pgbackrest --stanza={stanza} check"),
+    );
 
     // The dead node comes back: its VM runs again and it rejoins as a replica, streaming.
     let out = ha.run(&["reinit", "ha", "node-1"], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(qemu_processes(&run), 3);
-    let c = ha.wait_for("node-1 streaming", Duration::from_secs(120), |c| streaming(c, "node-1"));
+    let c = ha.wait_for("node-1 streaming", Duration::from_secs(120), |c| {
+        streaming(c, "node-1")
+    });
     assert_eq!(ha.leader().as_deref(), Some(new_leader.as_str()), "{c}");
     assert_eq!(ha.operations(), 1);
 
     // A switchover under the writer: a new leader, writes resume, no row lost.
     let writer = Writer::start(&uri, 10_000);
-    writer.wait_more(10, Duration::from_secs(60));
+    writer.wait_more(10, Duration::from_secs(300));
     let target = sync_standby(&ha.cluster()).expect("a synchronous standby");
     let t = Instant::now();
     let (code, v) = ha.json(&["switchover", "ha"]);
     assert_eq!(code, 0, "{v}");
     eprintln!("switchover took {:.1} s", t.elapsed().as_secs_f64());
-    assert_eq!(step(&v, "switchover")["outputs"]["to"], target.as_str(), "{v}");
-    writer.wait_more(10, Duration::from_secs(60));
+    assert_eq!(
+        step(&v, "switchover")["outputs"]["to"],
+        target.as_str(),
+        "{v}"
+    );
+    writer.wait_more(10, Duration::from_secs(300));
     let (acked, gap) = writer.finish();
-    eprintln!("switchover: longest gap between acknowledged writes {:.1} s", gap.as_secs_f64());
+    eprintln!(
+        "switchover: longest gap between acknowledged writes {:.1} s",
+        gap.as_secs_f64()
+    );
     assert_eq!(ha.leader().as_deref(), Some(target.as_str()));
     let have = rows(&uri);
     assert!(acked.is_subset(&have), "rows lost in the switchover");
 
     // A replica rebuilt from the leader on request streams again.
-    let replica = ["node-1", "node-2", "node-3"].into_iter().find(|n| *n != target).unwrap();
+    let replica = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .find(|n| *n != target)
+        .unwrap();
     let (code, v) = ha.json(&["reinit", "ha", replica, "--force"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(step(&v, &format!("reinit.rejoin.{replica}"))["outputs"]["rebuilt"], true);
-    ha.wait_for("rebuilt replica streaming", Duration::from_secs(120), |c| streaming(c, replica));
-    assert_eq!(rows(&replica_uri).len(), have.len(), "the rebuilt replica has every row");
+    assert_eq!(
+        step(&v, &format!("reinit.rejoin.{replica}"))["outputs"]["rebuilt"],
+        true
+    );
+    ha.wait_for("rebuilt replica streaming", Duration::from_secs(120), |c| {
+        streaming(c, replica)
+    });
+    assert_eq!(
+        rows(&replica_uri).len(),
+        have.len(),
+        "the rebuilt replica has every row"
+    );
 
     // Destroyed, the cluster leaves nothing behind but its backups (kept by default)...
     let (code, v) = ha.json(&["destroy", "ha"]);
@@ -376,18 +505,39 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     assert_eq!(qemu_processes(&run), 0);
     assert!(!ha.env.path(&format!("state/local/{run}")).exists());
     assert!(!ha.env.path("state/prometheus/default.ha.json").exists());
-    assert!(!s3.keys(BUCKET, &format!("dbctl/backup/{stanza}/")).is_empty(), "kept");
+    assert!(
+        !s3.keys(BUCKET, &format!("dbctl/backup/{stanza}/"))
+            .is_empty(),
+        "kept"
+    );
 
     // ...which restore, into one node each, to a moment before the failover (the backup taken
     // at create) and to one after it (the new leader's, with WAL across the timeline switch).
     let (first, second) = std::thread::scope(|s| {
-        let a = s.spawn(|| ha.json(&["restore", "ha", "--as", "ha-before", "--single", "--to", &before]));
-        let b = s.spawn(|| ha.json(&["restore", "ha", "--as", "ha-after", "--single", "--to", &moment]));
+        let a = s.spawn(|| {
+            ha.json(&[
+                "restore",
+                "ha",
+                "--as",
+                "ha-before",
+                "--single",
+                "--to",
+                &before,
+            ])
+        });
+        let b = s.spawn(|| {
+            ha.json(&[
+                "restore", "ha", "--as", "ha-after", "--single", "--to", &moment,
+            ])
+        });
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(first.0, 0, "{}", first.1);
     assert_eq!(second.0, 0, "{}", second.1);
-    for (name, want) in [("ha-before", (1..=50).collect::<BTreeSet<i64>>()), ("ha-after", at_moment)] {
+    for (name, want) in [
+        ("ha-before", (1..=50).collect::<BTreeSet<i64>>()),
+        ("ha-after", at_moment),
+    ] {
         let (code, c) = ha.json(&["connect", name]);
         assert_eq!(code, 0, "{c}");
         assert_eq!(rows(c["uri"].as_str().unwrap()), want, "{name}");

@@ -112,7 +112,11 @@ async fn register_publishes_names_targets_backups_and_restore_recovers_a_point_i
         match l["exporter"].as_str().unwrap() {
             "postgres" => {
                 assert!(page.lines().any(|x| x == "pg_up 1"), "{target}: no pg_up 1");
-                assert!(page.lines().any(|x| x.starts_with("pg_replication_is_replica") && x.ends_with(" 0")), "{target}: the role is a metric");
+                assert!(
+                    page.lines()
+                        .any(|x| x.starts_with("pg_replication_is_replica") && x.ends_with(" 0")),
+                    "{target}: the role is a metric"
+                );
             }
             "node" => assert!(page.contains("node_boot_time_seconds"), "{target}"),
             other => panic!("unexpected exporter {other}"),

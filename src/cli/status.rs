@@ -123,14 +123,12 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
                 .as_array()
                 .and_then(|a| a.iter().find(|e| e["node"] == n.node.as_str()));
             // An HA member's role is Patroni's, now; the registered one is what it started as.
-            let live_role = view.cluster["members"]
-                .as_array()
-                .map(|ms| {
-                    ms.iter()
-                        .find(|m| m["name"] == n.node.as_str())
-                        .and_then(|m| m["role"].as_str())
-                        .unwrap_or("absent")
-                });
+            let live_role = view.cluster["members"].as_array().map(|ms| {
+                ms.iter()
+                    .find(|m| m["name"] == n.node.as_str())
+                    .and_then(|m| m["role"].as_str())
+                    .unwrap_or("absent")
+            });
             let (role, zone, addr) = match ep {
                 Some(e) => (
                     live_role.unwrap_or(e["role"].as_str().unwrap_or("")),
@@ -250,7 +248,8 @@ fn render_cluster<'a>(
         }
     };
     for n in nodes.filter(|n| t.member(n).is_none()) {
-        out += &format!("  member {n:<8} absent: not in the cluster (its VM is down? dbctl reinit)\n");
+        out +=
+            &format!("  member {n:<8} absent: not in the cluster (its VM is down? dbctl reinit)\n");
     }
     for m in &t.members {
         let stream = t

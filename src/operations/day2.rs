@@ -241,3 +241,46 @@ pub async fn drive(
     keeper.release();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinit_starts_the_vm_then_attaches_then_rejoins() {
+        let steps = Request::Reinit {
+            node: "node-2".into(),
+            force: true,
+        }
+        .steps();
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "reinit.vm.node-2",
+                "reinit.attach.node-2",
+                "reinit.rejoin.node-2"
+            ]
+        );
+        assert_eq!(steps[1].deps, ["reinit.vm.node-2"]);
+        assert_eq!(steps[2].deps, ["reinit.attach.node-2"]);
+        assert!(matches!(
+            steps[2].action,
+            Action::Rejoin { force: true, .. }
+        ));
+        // The step names never collide with a create run's (their outputs are merged).
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with("provision.") && !n.starts_with("setup."))
+        );
+    }
+
+    #[test]
+    fn day2_operations_are_known_by_name() {
+        for op in ["switchover", "failover", "reinit"] {
+            assert!(is_day2(op));
+        }
+        assert!(!is_day2("create") && !is_day2("destroy"));
+    }
+}

@@ -6,7 +6,8 @@
 #   MODE member   another HA member: the schedule only. Every node carries the same timers and
 #                 each backup unit runs only on the node that leads at that moment; the unit
 #                 dbctl-backup-promoted (started by Patroni's on_role_change callback) gives a
-#                 new leader a stanza, a passing check and a full backup at once.
+#                 new leader a stanza, a passing check and a backup at once (full in a
+#                 repository without one, incremental in the shared S3 repository).
 set -euo pipefail
 STANZA="$1"; MAJOR="$2"; FULL="$3"; DIFF="$4"; REPO="$5"; MODE="${6:-single}"
 P=(sudo -u postgres pgbackrest "--stanza=$STANZA")
@@ -20,14 +21,17 @@ cat > /usr/local/lib/dbctl/is-leader <<'SH'
 #!/bin/sh
 [ "$(psql -X -Atq -h /var/run/postgresql -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]
 SH
+# A new leader backs up at once: an incremental on the new timeline where its repository holds
+# the cluster's backups (S3: one repository for all nodes), which pgBackRest turns into a full
+# one where it holds none (a node's own repository it never used). A full backup at every
+# promotion would, with retention_full, expire the backups that restore to before a failover.
 cat > /usr/local/lib/dbctl/backup-promoted <<SH
 #!/bin/bash
-# This node just became the leader: make its repository usable and take a full backup now.
 set -euo pipefail
 for _ in \$(seq 1 60); do /usr/local/lib/dbctl/is-leader && break; sleep 5; done
 pgbackrest --stanza=$STANZA stanza-create
 pgbackrest --stanza=$STANZA check
-pgbackrest --stanza=$STANZA --type=full backup
+pgbackrest --stanza=$STANZA --type=incr backup
 SH
 chmod 755 /usr/local/lib/dbctl/is-leader /usr/local/lib/dbctl/backup-promoted
 if [ "$MODE" = single ]; then
@@ -68,7 +72,7 @@ ExecStart=/usr/bin/pgbackrest --stanza=$STANZA --type=%i backup
 UNIT
 cat > /etc/systemd/system/dbctl-backup-promoted.service <<UNIT
 [Unit]
-Description=Stanza, check and full backup of $STANZA after this node became the leader (dbctl)
+Description=Stanza, check and backup of $STANZA after this node became the leader (dbctl)
 [Service]
 Type=oneshot
 User=postgres
