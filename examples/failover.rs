@@ -10,31 +10,17 @@
 //! row is looked up: the number missing is the rows lost (0 in synchronous mode). Prints each
 //! round and the medians. Uses the dbctl binary next to this example or $DBCTL_BIN.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{dbctl, median};
 
 use serde_json::Value;
-
-fn dbctl() -> PathBuf {
-    std::env::var_os("DBCTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("own path");
-            exe.parent()
-                .and_then(|d| d.parent())
-                .expect("target dir")
-                .join("dbctl")
-        })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 struct Bench {
     bin: PathBuf,

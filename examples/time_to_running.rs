@@ -8,29 +8,14 @@
 //! then destroyed. Runs go one after another so they do not compete for CPU. Uses the dbctl
 //! binary next to this example (target/<profile>/dbctl) or $DBCTL_BIN.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
+use support::{dbctl, median};
 
 use serde_json::Value;
-
-fn dbctl() -> PathBuf {
-    std::env::var_os("DBCTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("own path");
-            exe.parent()
-                .and_then(|d| d.parent())
-                .expect("target dir")
-                .join("dbctl")
-        })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let runs: usize = std::env::args()

@@ -157,14 +157,16 @@ impl Writer {
         let handle = std::thread::spawn(move || {
             let mut id = first;
             while !s.load(Ordering::Relaxed) {
-                let r = psql(&uri, &format!("INSERT INTO acked (id) VALUES ({id})"));
-                if r.is_ok() {
-                    a.lock().unwrap().push((id, Instant::now()));
-                    id += 1;
-                } else {
-                    *e.lock().unwrap() = r.unwrap_err();
-                    // Failing over: every node refuses at once; do not spin.
-                    std::thread::sleep(Duration::from_millis(200));
+                match psql(&uri, &format!("INSERT INTO acked (id) VALUES ({id})")) {
+                    Ok(_) => {
+                        a.lock().unwrap().push((id, Instant::now()));
+                        id += 1;
+                    }
+                    Err(err) => {
+                        *e.lock().unwrap() = err;
+                        // Failing over: every node refuses at once; do not spin.
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
             }
         });
@@ -476,6 +478,12 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         gap.as_secs_f64()
     );
     assert_eq!(ha.leader().as_deref(), Some(target.as_str()));
+    let (_, list) = ha.json(&["list"]);
+    assert_eq!(
+        list[0]["run"],
+        run.as_str(),
+        "list names the create run, not the last day-2 run"
+    );
     let have = rows(&uri);
     assert!(acked.is_subset(&have), "rows lost in the switchover");
 

@@ -63,10 +63,11 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
     let now = now_ms();
     let mut items = Vec::new();
     for instance in journal.instances(args.all)? {
+        // Day-2 runs (switchover, …) act on the instance; the create run is what built it.
         let run = journal
             .runs_of_instance(&instance.id)?
             .into_iter()
-            .next()
+            .find(|r| !crate::operations::day2::is_day2(&r.operation))
             .map(|r| r.id);
         let endpoints = endpoints(&journal, run.as_deref())?;
         let expired =

@@ -76,16 +76,7 @@ pub fn admit(journal: &Journal, config: &Config, req: &Request<'_>) -> Result<Ad
                 expires_at: spec.ttl_secs.map(|t| now_ms() + t as i64 * 1000),
             },
         )?;
-        let steps: Vec<NewStep> = req
-            .steps
-            .iter()
-            .map(|s| NewStep {
-                name: s.name.clone(),
-                stage: s.stage.as_str().to_string(),
-                action_json: serde_json::to_string(&s.action).expect("action serializes"),
-                deps: s.deps.clone(),
-            })
-            .collect();
+        let steps = journaled(req.steps);
         let placement_json = serde_json::to_string(req.placement).expect("placement serializes");
         runs::insert(
             tx,
@@ -103,6 +94,19 @@ pub fn admit(journal: &Journal, config: &Config, req: &Request<'_>) -> Result<Ad
         )?;
         Ok(Admission::New { run_id })
     })
+}
+
+/// Planned steps as the journal records them.
+pub(super) fn journaled(steps: &[PlannedStep]) -> Vec<NewStep> {
+    steps
+        .iter()
+        .map(|s| NewStep {
+            name: s.name.clone(),
+            stage: s.stage.as_str().to_string(),
+            action_json: serde_json::to_string(&s.action).expect("action serializes"),
+            deps: s.deps.clone(),
+        })
+        .collect()
 }
 
 fn check_quota(

@@ -18,7 +18,6 @@ use super::lease_keeper::LeaseKeeper;
 use crate::error::CliError;
 use crate::flow::{Action, PlannedStep, Stage};
 use crate::journal::runs::{self, NewRun, RunRow, RunState};
-use crate::journal::steps::NewStep;
 use crate::journal::{InstanceRow, InstanceState, Journal};
 use crate::saga::{Outcome, Reporter, Step, StepCtx, StepError};
 use crate::spec::ValidationError;
@@ -101,16 +100,7 @@ pub fn admit(
 ) -> Result<String, CliError> {
     let run_id = super::new_id("run");
     let op = request.operation();
-    let steps: Vec<NewStep> = request
-        .steps()
-        .iter()
-        .map(|s| NewStep {
-            name: s.name.clone(),
-            stage: s.stage.as_str().to_string(),
-            action_json: serde_json::to_string(&s.action).expect("action serializes"),
-            deps: s.deps.clone(),
-        })
-        .collect();
+    let steps = super::admit::journaled(&request.steps());
     journal.write(|tx| {
         let current = crate::journal::instances::get(tx, &instance.id)?;
         if current.map(|i| i.state) != Some(InstanceState::Running) {

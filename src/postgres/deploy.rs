@@ -86,13 +86,8 @@ impl Pg {
         .await
     }
 
-    /// Tuned postgresql.conf (plus `extra`, e.g. a standby's settings) and pg_hba.conf.
-    pub(super) async fn install_config(
-        &self,
-        ctx: &StepCtx,
-        node: &str,
-        extra: &str,
-    ) -> Result<tuning::Tuning, StepError> {
+    /// This instance's postgresql.conf for `node` (tuned for its size) and the tuning itself.
+    pub(crate) fn rendered_conf(&self, node: &str) -> (String, tuning::Tuning) {
         let spec = &self.spec;
         let memory_mib = spec.resources.memory_gib as u64 * 1024;
         let t = tuning::tune(memory_mib, spec.resources.vcpus, spec.disk_gib);
@@ -104,8 +99,26 @@ impl Pg {
             tuning: &t,
             tls_dir: TLS_DIR,
             extensions: &spec.extensions,
-        }) + extra;
-        let hba = pg_hba_conf(&self.access.vpc_cidr(), &self.access.client_cidrs());
+        });
+        (conf, t)
+    }
+
+    /// This instance's pg_hba.conf: TLS + SCRAM from the network and the operator only.
+    pub(crate) fn rendered_hba(&self) -> String {
+        pg_hba_conf(&self.access.vpc_cidr(), &self.access.client_cidrs())
+    }
+
+    /// Tuned postgresql.conf (plus `extra`, e.g. a standby's settings) and pg_hba.conf.
+    pub(super) async fn install_config(
+        &self,
+        ctx: &StepCtx,
+        node: &str,
+        extra: &str,
+    ) -> Result<tuning::Tuning, StepError> {
+        let spec = &self.spec;
+        let (conf, t) = self.rendered_conf(node);
+        let conf = conf + extra;
+        let hba = self.rendered_hba();
         let etc = format!("/etc/postgresql/{}/main", spec.version);
         self.upload(
             ctx,
@@ -167,27 +180,14 @@ impl Step for DeployPrimary {
 impl Pg {
     /// Stops and removes the cluster and unmounts the data disk (the rollback of a deploy).
     pub(super) async fn undeploy(&self, ctx: &StepCtx, node: &str) -> Result<(), StepError> {
-        // Without a recorded VM there is no node to undo anything on.
-        if ctx.input(&format!("provision.vm.{node}")).is_none() {
-            return Ok(());
-        }
-        // A node that cannot be reached has nothing we could undo; its VM goes next anyway.
-        if let Err(e) = self.access.session(ctx, node).await {
-            ctx.log(&format!(
-                "{node}: not reachable ({e}); nothing to undo on the node"
-            ));
-            return Ok(());
-        }
         let major = self.spec.version.to_string();
-        self.run_script(
+        self.undo_on_node(
             ctx,
             node,
             "remove cluster, unmount data disk",
-            &as_root(&[&major]),
-            Some(UNDEPLOY.as_bytes()),
-            Duration::from_secs(120),
+            UNDEPLOY,
+            &[&major],
         )
         .await
-        .map(|_| ())
     }
 }

@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 
 use super::config::{Credentials, PATRONI_CONF, PatroniInput, patroni_config_text};
 use super::{API, PATRONI_START, PATRONI_STOP, REPLICATOR, REWIND, etcd};
-use crate::postgres::config::{ConfInput, pg_hba_conf, postgresql_conf};
-use crate::postgres::{Endpoint, Pg, as_root, tuning};
+use crate::postgres::{Endpoint, Pg, as_root};
 use crate::saga::{Step, StepCtx, StepError};
 
 impl Pg {
@@ -30,18 +29,8 @@ impl Pg {
             .iter()
             .find(|m| m.name == node)
             .ok_or_else(|| StepError::Permanent(format!("{node} is not a member")))?;
-        let memory_mib = spec.resources.memory_gib as u64 * 1024;
-        let t = tuning::tune(memory_mib, spec.resources.vcpus, spec.disk_gib);
-        let conf = postgresql_conf(&ConfInput {
-            instance: &spec.name,
-            node,
-            memory_mib,
-            vcpus: spec.resources.vcpus,
-            tuning: &t,
-            tls_dir: "/etc/dbctl/tls",
-            extensions: &spec.extensions,
-        });
-        let hba = pg_hba_conf(&self.access.vpc_cidr(), &self.access.client_cidrs());
+        let (conf, _) = self.rendered_conf(node);
+        let hba = self.rendered_hba();
         let (api, rep, rew) = (
             self.cluster_password(API)?,
             self.cluster_password(REPLICATOR)?,

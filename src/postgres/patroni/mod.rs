@@ -196,8 +196,9 @@ impl Pg {
         }
     }
 
-    /// Runs a script on `node` if it can be reached; a node that is gone has nothing to undo
-    /// (its VM goes in a later rollback step). Used by the HA steps' rollbacks.
+    /// Runs a root script on `node` if it can be reached; a node that is gone (or never had
+    /// a VM recorded) has nothing to undo, and its VM goes in a later rollback step. What the
+    /// deploy and HA steps' rollbacks use.
     pub(crate) async fn undo_on_node(
         &self,
         ctx: &StepCtx,
