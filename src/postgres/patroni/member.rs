@@ -27,33 +27,20 @@ impl Step for DeployMember {
         let (pg, node) = (&self.pg, self.node.as_str());
         pg.prepare(ctx, node, "replica").await?;
         pg.install_tls(ctx, node).await?;
-        pg.upload(
-            ctx,
-            node,
-            "/usr/local/sbin/dbctl-patroni",
-            HELPER.as_bytes(),
-            "root",
-            "0755",
-        )
-        .await?;
-        pg.upload(
-            ctx,
-            node,
-            "/usr/local/lib/dbctl/on-role-change",
-            ON_ROLE_CHANGE.as_bytes(),
-            "root",
-            "0755",
-        )
-        .await?;
-        pg.upload(
-            ctx,
-            node,
-            "/etc/sudoers.d/dbctl-patroni",
-            SUDOERS.as_bytes(),
-            "root",
-            "0440",
-        )
-        .await?;
+        // What Patroni and its callback run on the node: (path, content, mode), all root's.
+        let files: [(&str, &str, &str); 3] = [
+            ("/usr/local/sbin/dbctl-patroni", HELPER, "0755"),
+            (
+                "/usr/local/lib/dbctl/on-role-change",
+                ON_ROLE_CHANGE,
+                "0755",
+            ),
+            ("/etc/sudoers.d/dbctl-patroni", SUDOERS, "0440"),
+        ];
+        for (path, content, mode) in files {
+            pg.upload(ctx, node, path, content.as_bytes(), "root", mode)
+                .await?;
+        }
         Ok(
             json!({ "node": node, "major": pg.spec.version, "data": format!("/pgdata/{}/main", pg.spec.version) }),
         )
