@@ -50,13 +50,35 @@ impl Bench {
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
-    fn leader(&self) -> Option<String> {
-        let st = self.json(&["status", "bench"]);
-        st["cluster"]["members"]
-            .as_array()?
-            .iter()
-            .find(|m| m["role"] == "leader" && m["state"] == "running")
-            .map(|m| m["name"].as_str().unwrap().to_string())
+    /// The leader, once a synchronous standby streams from it. Killed before that (right after
+    /// a switchover, while the old leader still rejoins), no member is known to hold every
+    /// commit, and Patroni rightly promotes none: that is `dbctl failover --to`, not this
+    /// benchmark.
+    fn leader_with_sync_standby(&self) -> String {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            let st = self.json(&["status", "bench"]);
+            let c = &st["cluster"];
+            let leader = c["members"].as_array().and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["role"] == "leader" && m["state"] == "running")
+                    .map(|m| m["name"].as_str().unwrap().to_string())
+            });
+            let sync = c["replication"].as_array().is_some_and(|rs| {
+                rs.iter()
+                    .any(|r| r["sync_state"] == "sync" && r["state"] == "streaming")
+            });
+            if let (Some(leader), true) = (leader, sync) {
+                return leader;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "no leader with a synchronous standby: {c}"
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 }
 
@@ -159,7 +181,7 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let (acks, h) = writer(&uri, round as i64 * 1_000_000, &stop);
         wait_more(&acks, 10);
-        let leader = b.leader().expect("a leader");
+        let leader = b.leader_with_sync_standby();
         let pid = qemu_pid(&run, &leader).expect("leader's QEMU");
         let killed = Instant::now();
         // SAFETY: kill(2) of the QEMU process found by its name.

@@ -326,6 +326,12 @@ mod tests {
                 .iter()
                 .any(|r| r.starts_with("hostssl replication replicator 10.77.0.0/24"))
         );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.starts_with("hostssl replication replicator 127.0.0.1/32")),
+            "Patroni's own timeline check connects to localhost: {rules:?}"
+        );
         assert!(rules.iter().all(|r| !r.contains("trust")));
         let async_ = patroni_config(&input(&m, &conf, &hba, Replication::Async));
         assert_eq!(async_["bootstrap"]["dcs"]["synchronous_mode"], false);
