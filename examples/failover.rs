@@ -28,6 +28,16 @@ struct Bench {
     config: PathBuf,
 }
 
+/// Whatever ends the benchmark (a panic too) destroys its cluster before the temporary
+/// journal goes, so no VM outlives the journal that could find it.
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if self.journal.exists() {
+            let _ = self.run(&["destroy", "bench"]);
+        }
+    }
+}
+
 impl Bench {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)

@@ -39,7 +39,7 @@ fn kill_9_during_writes_leaves_a_consistent_journal_and_no_lost_steps() {
                 .unwrap()
                 .iter()
                 .find(|s| s["name"] == e.step.as_str())
-                .unwrap();
+                .unwrap_or_else(|| panic!("effect of {} in no step of {run}: {st}", e.step));
             assert!(
                 s["attempts"].as_u64().unwrap() >= 1,
                 "effect of {} without journaled intent",

@@ -59,11 +59,29 @@ impl Provider for Testbed {
             .collect()
     }
 
-    fn bind(&self, _run: &RunInfo<'_>, _step: &str, _action: &Action) -> Arc<dyn Step> {
+    fn bind(&self, _run: &RunInfo<'_>, _step: &str, action: &Action) -> Arc<dyn Step> {
+        if matches!(action, Action::ClusterStatus) {
+            // A read (`dbctl status`): no effect, no resource. The testbed runs no Patroni, so
+            // the live topology it reports has no members.
+            return Arc::new(NoPatroni);
+        }
         Arc::new(MarkerStep {
             log: self.dir.join("effects.log"),
             delay: self.delay,
         })
+    }
+}
+
+struct NoPatroni;
+
+#[async_trait]
+impl Step for NoPatroni {
+    async fn execute(&self, _ctx: &StepCtx) -> Result<Value, StepError> {
+        Ok(json!({ "members": [], "replication": [] }))
+    }
+
+    async fn rollback(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        Ok(())
     }
 }
 
