@@ -10,6 +10,8 @@
 //! row is looked up: the number missing is the rows lost (0 in synchronous mode). Prints each
 //! round and the medians. Uses the dbctl binary next to this example or $DBCTL_BIN.
 
+#[path = "support/psql.rs"]
+mod psql;
 mod support;
 
 use std::collections::BTreeSet;
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{dbctl, median};
 
+use psql::psql;
 use serde_json::Value;
 
 struct Bench {
@@ -92,26 +95,6 @@ impl Bench {
     }
 }
 
-fn psql(uri: &str, sql: &str) -> Option<String> {
-    let out = Command::new("psql")
-        .args([
-            uri,
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn qemu_pid(run: &str, node: &str) -> Option<i32> {
     let marker = format!("dbctl-{run}-{node},");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -131,7 +114,7 @@ fn writer(uri: &str, first: i64, stop: &Arc<AtomicBool>) -> (Acks, std::thread::
     let h = std::thread::spawn(move || {
         let mut id = first;
         while !s.load(Ordering::Relaxed) {
-            if psql(&uri, &format!("INSERT INTO bench (id) VALUES ({id})")).is_some() {
+            if psql(&uri, &format!("INSERT INTO bench (id) VALUES ({id})")).is_ok() {
                 a.lock().unwrap().push((id, Instant::now()));
                 id += 1;
             } else {

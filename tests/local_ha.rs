@@ -5,6 +5,8 @@
 //! a switchover and a forced rebuild, backups continuing on the new leader, a point-in-time
 //! restore across the failover — and a destroy that leaves nothing.
 
+#[path = "../examples/support/psql.rs"]
+mod psql;
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use psql::psql;
 use serde_json::Value;
 use support::s3::S3;
 use support::{Env, qemu_pid, qemu_processes, stderr, was_killed};
@@ -108,29 +111,6 @@ fn sync_standby(c: &Value) -> Option<String> {
         (s["sync_state"] == "sync" && s["state"] == "streaming")
             .then(|| s["application_name"].as_str().unwrap().to_string())
     })
-}
-
-/// psql (libpq, as a user's client) with `uri`; the trimmed output or psql's error.
-fn psql(uri: &str, sql: &str) -> Result<String, String> {
-    let out = std::process::Command::new("psql")
-        .args([
-            uri,
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// Commits one row at a time through the URI, recording every commit psql reported done.
