@@ -52,7 +52,13 @@ pub fn postgresql_conf(c: &ConfInput<'_>) -> String {
 pub fn pg_hba_conf(vpc_cidr: &str, client_cidrs: &[String]) -> String {
     env()
         .get_template("pg_hba.conf")
-        .and_then(|t| t.render(context! { vpc_cidr => vpc_cidr, client_cidrs => client_cidrs }))
+        .and_then(|t| {
+            t.render(context! {
+                vpc_cidr => vpc_cidr,
+                client_cidrs => client_cidrs,
+                peer_roles => super::roles::PEER,
+            })
+        })
         .expect("pg_hba.conf renders")
 }
 
@@ -79,6 +85,25 @@ mod tests {
         );
         assert!(conf.contains("shared_preload_libraries = 'pg_stat_statements'"));
         assert!(conf.contains("wal_level = replica"));
+    }
+
+    #[test]
+    fn only_the_superuser_and_the_exporter_log_in_locally() {
+        let hba = pg_hba_conf("10.77.0.0/24", &["10.77.0.0/24".into()]);
+        let local: Vec<Vec<&str>> = hba
+            .lines()
+            .filter(|l| l.starts_with("local"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            local,
+            [
+                vec!["local", "all", "postgres", "peer"],
+                vec!["local", "all", "prometheus", "peer"],
+                vec!["local", "all", "all", "reject"],
+            ],
+            "{hba}"
+        );
     }
 
     #[test]

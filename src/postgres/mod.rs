@@ -9,6 +9,7 @@ mod packages;
 pub mod patroni;
 mod replica;
 mod restore;
+pub mod roles;
 pub mod secrets;
 mod setup;
 pub mod tls;
@@ -254,10 +255,19 @@ impl Pg {
     ) -> Result<String, StepError> {
         let s = self.access.session(ctx, node).await?;
         ctx.log(&format!("{node}: {what}"));
+        // One attempt of this step at a time on the node (/run/lock is a tmpfs: a reboot
+        // clears it, along with the processes it guarded).
+        let lock = format!("/run/lock/dbctl-{}-{}.lock", ctx.run_id, ctx.step);
         let out = s
-            .exec(script, stdin, limit)
+            .exec_locked(script, stdin, limit, Some(&lock))
             .await
             .map_err(|e| StepError::Transient(e.to_string()))?;
+        if out.status == Some(crate::ssh::STEP_LOCK_BUSY) {
+            return Err(StepError::Transient(format!(
+                "{node}: {what}: an earlier attempt of {} is still running there",
+                ctx.step
+            )));
+        }
         if !out.success() {
             return Err(StepError::Transient(format!(
                 "{node}: {what} failed (exit {:?}): {}",

@@ -54,7 +54,7 @@ pub struct CloneReplica {
 impl CloneReplica {
     fn replicator_password(&self) -> Result<String, StepError> {
         secrets::SecretStore::new(&self.pg.state_dir)
-            .password(&self.pg.instance_id, "replicator")
+            .password(&self.pg.instance_id, super::roles::REPLICATOR)
             .map_err(|e| StepError::Permanent(format!("secrets: {e}")))
     }
 }

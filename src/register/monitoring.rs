@@ -30,10 +30,15 @@ pub struct RegisterMonitoring {
 }
 
 /// Creates the monitoring role on the primary (replicas receive it by replication).
-const ROLE_SQL: &str = "\\set ON_ERROR_STOP on
-SELECT 'CREATE ROLE prometheus LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'prometheus') \\gexec
-GRANT pg_monitor TO prometheus;
-";
+fn role_sql() -> String {
+    let r = crate::postgres::roles::MONITOR;
+    format!(
+        "\\set ON_ERROR_STOP on
+SELECT 'CREATE ROLE {r} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') \\gexec
+GRANT pg_monitor TO {r};
+"
+    )
+}
 
 /// Configures and starts both exporters, then waits (with backoff) for `pg_up 1`.
 const EXPORTERS: &str = include_str!("../../templates/node/exporters.sh");
@@ -77,7 +82,7 @@ impl Step for RegisterMonitoring {
             &leader,
             "create monitoring role",
             "sudo -u postgres psql -X -q -d postgres",
-            Some(ROLE_SQL.as_bytes()),
+            Some(role_sql().as_bytes()),
             Duration::from_secs(60),
         )
         .await?;

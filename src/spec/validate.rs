@@ -89,8 +89,6 @@ pub const EXTENSIONS: &[&str] = &[
     "unaccent",
     "uuid-ossp",
 ];
-/// Role names dbctl or PostgreSQL reserve.
-const RESERVED_ROLES: &[&str] = &["postgres", "public", "replicator", "monitor"];
 const RESERVED_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 fn err<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, ValidationError> {
@@ -400,11 +398,8 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
     }
     check_list("users", &users, |f, u| {
         check_sql_ident(f, u)?;
-        if RESERVED_ROLES.contains(&u) || u.starts_with("pg_") || u.starts_with("dbctl") {
-            return err(
-                f,
-                format!("{u:?} is reserved (postgres, public, replicator, monitor, pg_*, dbctl*)"),
-            );
+        if let Some(why) = crate::postgres::roles::reserved_reason(u) {
+            return err(f, why);
         }
         Ok(())
     })?;

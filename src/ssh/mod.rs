@@ -6,6 +6,6 @@ mod exec;
 mod keys;
 mod session;
 
-pub use exec::{ExecOutput, shell_quote};
+pub use exec::{ExecOutput, STEP_LOCK_BUSY, shell_quote};
 pub use keys::{ClientKey, host_key_from_console, parse_public_key};
 pub use session::{SshError, SshSession, SshTarget};

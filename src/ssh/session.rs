@@ -12,7 +12,7 @@ use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
 
-use super::{ClientKey, ExecOutput, shell_quote};
+use super::{ClientKey, ExecOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -155,13 +155,25 @@ impl SshSession {
         stdin: Option<&[u8]>,
         limit: Duration,
     ) -> Result<ExecOutput, SshError> {
+        self.exec_locked(script, stdin, limit, None).await
+    }
+
+    /// Like [`SshSession::exec`], holding the node-side lock file `lock` while the script runs
+    /// (see [`super::exec::remote_command`]): one attempt of a step at a time on a node.
+    pub async fn exec_locked(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        limit: Duration,
+        lock: Option<&str>,
+    ) -> Result<ExecOutput, SshError> {
         let name = self.target.name();
         let proto = |e: russh::Error| SshError::Protocol {
             target: name.clone(),
             message: e.to_string(),
         };
         let secs = limit.as_secs().max(1);
-        let command = format!("timeout -s KILL {secs} bash -c {}", shell_quote(script));
+        let command = super::exec::remote_command(script, secs, lock);
         let run = async {
             let mut ch = self.handle.channel_open_session().await.map_err(proto)?;
             ch.exec(true, command).await.map_err(proto)?;

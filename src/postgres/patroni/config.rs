@@ -215,8 +215,8 @@ pub fn patroni_config(i: &PatroniInput<'_>) -> Value {
             "use_unix_socket": true,
             "authentication": {
                 "superuser": { "username": "postgres" },
-                "replication": with_tls("replicator", i.credentials.replicator_password),
-                "rewind": with_tls("rewind", i.credentials.rewind_password),
+                "replication": with_tls(super::REPLICATOR, i.credentials.replicator_password),
+                "rewind": with_tls(super::REWIND, i.credentials.rewind_password),
             },
             "parameters": { "unix_socket_directories": "/var/run/postgresql" },
             "pg_hba": hba_rules(i.pg_hba_conf),

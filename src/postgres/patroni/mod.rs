@@ -42,8 +42,8 @@ const PATRONI_STOP: &str = include_str!("../../../templates/patroni/patroni-stop
 const MEMBER_UNDEPLOY: &str = include_str!("../../../templates/patroni/member-undeploy.sh");
 
 /// Secret-store names of the cluster's passwords (besides the application roles').
-pub const REPLICATOR: &str = "replicator";
-pub const REWIND: &str = "rewind";
+pub const REPLICATOR: &str = crate::postgres::roles::REPLICATOR;
+pub const REWIND: &str = crate::postgres::roles::REWIND;
 pub const API: &str = "patroni-api";
 
 impl Pg {
