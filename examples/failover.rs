@@ -152,11 +152,17 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(3);
-    let dir = tempfile::tempdir().expect("tempdir");
+    // $DBCTL_BENCH_DIR keeps the journal (and so every run's events) after the benchmark,
+    // to find out why a round failed; by default it is a temporary directory.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("DBCTL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).expect("bench dir");
     let b = Bench {
         bin: dbctl(),
-        journal: dir.path().join("state/journal.db"),
-        config: dir.path().join("config.toml"),
+        journal: dir.join("state/journal.db"),
+        config: dir.join("config.toml"),
     };
     std::fs::write(&b.config, "[defaults]\nprovider = \"local\"\n").expect("config");
     let t0 = Instant::now();

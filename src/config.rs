@@ -23,7 +23,7 @@ pub struct Config {
 }
 
 /// Where an instance is published: DNS names and Prometheus targets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegisterSection {
     /// Names are `<name>.<project>.<dns_suffix>` (primary) and `<name>-ro.<project>.<suffix>`
@@ -64,7 +64,7 @@ pub enum RepoKind {
 }
 
 /// pgBackRest: continuous WAL archiving and scheduled backups.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupSection {
     pub repo: RepoKind,
@@ -92,7 +92,7 @@ impl Default for BackupSection {
 /// The S3 repository. Credentials are not kept in config: they are read from
 /// `DBCTL_S3_KEY`/`DBCTL_S3_KEY_SECRET` (else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`) when
 /// the backup step runs and written only to the node's 0640 pgbackrest.conf.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Section {
     /// `host[:port]` of the S3 API, e.g. `s3.eu-west-1.amazonaws.com` or `minio.lan:9000`.
@@ -177,7 +177,7 @@ impl Quotas {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSection {
     pub region: String,
@@ -212,7 +212,7 @@ impl Default for LocalSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSection {
     /// Overrides AWS_REGION / the profile's region.
@@ -250,7 +250,49 @@ impl Default for AwsSection {
     }
 }
 
+/// The settings a run's steps are bound with, resolved when the run is admitted and kept in
+/// its journal record: rollback (a `destroy` weeks later) must undo what was made with them
+/// (the VPC's CIDR, the DNS zone and suffix, the S3 bucket), whatever the config says by then.
+/// Only non-secret settings live in the config file, so none reach the journal.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    pub local: LocalSection,
+    pub aws: AwsSection,
+    pub register: RegisterSection,
+    pub backup: BackupSection,
+}
+
 impl Config {
+    /// This config's run settings, as JSON for the journal.
+    pub fn run_settings_json(&self) -> String {
+        serde_json::to_string(&RunSettings {
+            local: self.local.clone(),
+            aws: self.aws.clone(),
+            register: self.register.clone(),
+            backup: self.backup.clone(),
+        })
+        .expect("settings serialize")
+    }
+
+    /// This config with a run's recorded settings in place of the current ones; a run admitted
+    /// before settings were recorded (`None`) keeps the current config.
+    pub fn for_run(&self, settings_json: Option<&str>) -> Result<Config, ValidationError> {
+        let Some(json) = settings_json else {
+            return Ok(self.clone());
+        };
+        let s: RunSettings = serde_json::from_str(json).map_err(|e| {
+            ValidationError::new("settings", format!("the run's recorded settings: {e}"))
+        })?;
+        Ok(Config {
+            local: s.local,
+            aws: s.aws,
+            register: s.register,
+            backup: s.backup,
+            ..self.clone()
+        })
+    }
+
     /// Loads the config; a missing file at the default location means "all defaults", a
     /// missing file named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ValidationError> {
@@ -324,5 +366,32 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
         None => {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback)
         }
+    }
+}
+
+#[cfg(test)]
+mod run_settings_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_undone_with_the_settings_it_was_made_with() {
+        let made: Config = toml::from_str(
+            "[aws]\nvpc_cidr = \"10.9.0.0/16\"\n[register]\ndns_suffix = \"old.example\"\n",
+        )
+        .unwrap();
+        let recorded = made.run_settings_json();
+        let today: Config = toml::from_str(
+            "[aws]\nvpc_cidr = \"10.1.0.0/16\"\n[register]\ndns_suffix = \"new.example\"\n\
+             [retry]\nmax_attempts = 9\n",
+        )
+        .unwrap();
+        let bound = today.for_run(Some(&recorded)).unwrap();
+        assert_eq!(bound.aws.vpc_cidr, "10.9.0.0/16");
+        assert_eq!(bound.register.dns_suffix, "old.example");
+        // How hard to retry is today's choice, not part of what was made.
+        assert_eq!(bound.retry.max_attempts, 9);
+        // Runs admitted before settings were recorded keep today's config.
+        assert_eq!(today.for_run(None).unwrap().aws.vpc_cidr, "10.1.0.0/16");
+        assert!(today.for_run(Some("{")).is_err());
     }
 }

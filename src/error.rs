@@ -45,8 +45,8 @@ pub enum CliError {
     LeaseHeld { run: String, holder: LeaseHolder },
     #[error("{0}")]
     NotFound(String),
-    #[error("run {run} interrupted; continue with: dbctl resume {run}")]
-    Interrupted { run: String },
+    #[error("run {run} interrupted ({why}); continue with: dbctl resume {run}")]
+    Interrupted { run: String, why: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -91,7 +91,7 @@ impl CliError {
             CliError::RolledBack { run, step, .. } | CliError::Kept { run, step, .. } => {
                 serde_json::json!({ "run": run, "step": step })
             }
-            CliError::RollbackFailed { run, .. } | CliError::Interrupted { run } => {
+            CliError::RollbackFailed { run, .. } | CliError::Interrupted { run, .. } => {
                 serde_json::json!({ "run": run })
             }
             CliError::LeaseHeld { run, holder } => {

@@ -71,7 +71,10 @@ fn crash_then_resume_completes_with_every_effect_exactly_once_then_rollback_undo
             let env = Env::new();
             let run = crash(&env, step, point, false);
             let state = env.run_state(&run);
-            assert_eq!(state, "running", "{ctx}: a crashed run still says running");
+            assert_eq!(
+                state, "interrupted",
+                "{ctx}: a crashed run is shown interrupted"
+            );
             let out = env.run(&["resume", &run], None);
             assert_eq!(
                 out.status.code(),

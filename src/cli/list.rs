@@ -22,6 +22,11 @@ struct Item {
     expired: bool,
     /// The run that created it (latest create run).
     run: Option<String>,
+    /// Any run of the instance is recorded in progress but its process is gone.
+    stalled: bool,
+    /// What to run about it (`dbctl resume RUN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
     /// Its endpoints as registered (`register.endpoints`), each with its DNS name: empty until
     /// the register stage ran.
     endpoints: Vec<serde_json::Value>,
@@ -63,12 +68,13 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
     let now = now_ms();
     let mut items = Vec::new();
     for instance in journal.instances(args.all)? {
+        let runs = journal.runs_of_instance(&instance.id)?;
         // Day-2 runs (switchover, …) act on the instance; the create run is what built it.
-        let run = journal
-            .runs_of_instance(&instance.id)?
-            .into_iter()
+        let run = runs
+            .iter()
             .find(|r| !crate::operations::day2::is_day2(&r.operation))
-            .map(|r| r.id);
+            .map(|r| r.id.clone());
+        let stalled = runs.iter().find(|r| r.stalled);
         let endpoints = endpoints(&journal, run.as_deref())?;
         let expired =
             instance.expires_at.is_some_and(|e| e <= now) && instance.state.as_str() != "destroyed";
@@ -76,6 +82,8 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
             instance,
             expired,
             run,
+            stalled: stalled.is_some(),
+            next: stalled.and_then(|r| r.next.clone()),
             endpoints,
         });
     }
@@ -88,7 +96,11 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
                     x.name.clone(),
                     x.project.clone(),
                     x.provider.clone(),
-                    x.state.to_string(),
+                    if i.stalled {
+                        format!("{} (interrupted)", x.state)
+                    } else {
+                        x.state.to_string()
+                    },
                     x.nodes.to_string(),
                     format_ms(x.created_at),
                     match (x.expires_at, i.expired) {
@@ -105,7 +117,14 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
                 "NAME", "PROJECT", "PROVIDER", "STATE", "NODES", "CREATED", "EXPIRES", "RUN",
             ],
             &rows,
-        )
+        ) + &items
+            .iter()
+            .filter_map(|i| {
+                i.next
+                    .as_ref()
+                    .map(|n| format!("{} was interrupted: {n}\n", i.instance.name))
+            })
+            .collect::<String>()
     });
     Ok(())
 }

@@ -58,7 +58,8 @@ pub async fn run(app: &App, args: LogsArgs) -> Result<(), CliError> {
             return Ok(());
         }
         let run = operations::find_run(&journal, &args.run)?;
-        if !matches!(run.state.as_str(), "pending" | "running" | "rolling_back")
+        // A stalled run (its process is gone) will write nothing more until someone resumes it.
+        if (run.stalled || !matches!(run.state.as_str(), "pending" | "running" | "rolling_back"))
             && events.is_empty()
         {
             return Ok(());

@@ -58,10 +58,16 @@ pub fn render_run(v: &RunView) -> String {
         "run {}  {}  {}  (instance {}, started {})\n",
         r.id,
         r.operation,
-        r.state,
+        r.shown_state,
         r.instance_id,
         format_ms(r.created_at)
     );
+    if r.stalled {
+        out += &format!(
+            "the process driving it is gone (journal says {}); continue with: dbctl resume {}\n",
+            r.state, r.id
+        );
+    }
     if let Some(e) = &r.error {
         out += &format!("reason: {e}\n");
     }

@@ -194,7 +194,7 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
                     vec![
                         r.id.clone(),
                         r.operation.clone(),
-                        r.state.to_string(),
+                        r.shown_state.to_string(),
                         crate::journal::format_ms(r.created_at),
                         r.error.clone().unwrap_or_default(),
                     ]

@@ -22,7 +22,7 @@ impl Journal {
         step: Option<&str>,
         message: &str,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
             tx.execute(
                 "INSERT INTO events (run_id, ts, level, step, message) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run_id, now_ms(), level, step, message],

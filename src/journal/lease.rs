@@ -42,6 +42,12 @@ fn pid_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether a recorded holder still drives its run: the lease has not expired and, when the
+/// holder is on this host, its process exists.
+pub fn is_live(holder: &LeaseHolder) -> bool {
+    holder.expires_at > now_ms() && (holder.host != this_host() || pid_alive(holder.pid))
+}
+
 impl Journal {
     /// Takes the run's lease for this process, or says who holds it.
     pub fn acquire(&self, run_id: &str) -> Result<std::result::Result<Lease, LeaseHolder>> {
@@ -82,6 +88,12 @@ impl Journal {
                 token: token.clone(),
             }))
         })
+        .inspect(|taken| {
+            if let Ok(lease) = taken {
+                self.fences()
+                    .insert(lease.run_id.clone(), lease.token.clone());
+            }
+        })
     }
 
     /// Extends the lease; `false` when it was lost (taken over after expiring).
@@ -99,7 +111,14 @@ impl Journal {
         })
     }
 
+    /// Gives the lease up. The fence goes with it: this process may write for the run again
+    /// only as one that does not hold it (or after taking a new lease).
     pub fn release(&self, lease: &Lease) -> Result<()> {
+        let mut fences = self.fences();
+        if fences.get(&lease.run_id) == Some(&lease.token) {
+            fences.remove(&lease.run_id);
+        }
+        drop(fences);
         self.write(|tx| {
             tx.execute(
                 "UPDATE runs SET lease_token = NULL, lease_pid = NULL, lease_host = NULL,

@@ -13,6 +13,7 @@ pub mod resources;
 pub mod runs;
 mod schema;
 pub mod steps;
+pub mod transitions;
 
 pub use events::EventRow;
 pub use instances::{InstanceRow, InstanceState, NewInstance};
@@ -21,13 +22,14 @@ pub use resources::ResourceRow;
 pub use runs::{NewRun, RunRow, RunState};
 pub use steps::{StepRow, StepState, outputs_of};
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Errors from the journal. `Busy` is kept apart because callers may retry it.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,17 @@ pub enum JournalError {
     Corrupt(String),
     #[error("journal was written by a newer dbctl (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
+    /// This process held the run's lease and no longer does: another process drives the run
+    /// now, and nothing more may be written for it from here.
+    #[error("journal: run {0}: this process no longer holds its lease; nothing more was written")]
+    LeaseLost(String),
+    /// A write that the state tables do not allow (a bug, or two writers racing).
+    #[error("journal: {what} cannot go from {from} to {to}")]
+    IllegalTransition {
+        what: String,
+        from: String,
+        to: String,
+    },
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
@@ -53,6 +66,10 @@ pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 pub struct Journal {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Lease tokens of the runs this process holds (run id → token). Every write for such a
+    /// run checks, in its transaction, that the token is still the run's: a process that lost
+    /// its lease can never write over the new holder's state.
+    fences: Mutex<HashMap<String, String>>,
 }
 
 impl Journal {
@@ -94,6 +111,7 @@ impl Journal {
         Ok(Journal {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            fences: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,6 +147,42 @@ impl Journal {
         let out = f(&tx)?;
         tx.commit().map_err(JournalError::from)?;
         Ok(out)
+    }
+
+    /// Like [`Journal::write`], for a write that belongs to run `run_id`: when this process
+    /// holds that run's lease, the write happens only if the lease is still ours (the check
+    /// and the write are one transaction), else [`JournalError::LeaseLost`] and nothing.
+    pub fn write_run<T, E: From<JournalError>>(
+        &self,
+        run_id: &str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let token = self.fence_of(run_id);
+        self.write(|tx| {
+            if let Some(token) = token {
+                let held: Option<String> = tx
+                    .query_row(
+                        "SELECT lease_token FROM runs WHERE id = ?1",
+                        [run_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(JournalError::from)?
+                    .flatten();
+                if held.as_deref() != Some(token.as_str()) {
+                    return Err(JournalError::LeaseLost(run_id.to_string()).into());
+                }
+            }
+            f(tx)
+        })
+    }
+
+    fn fences(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fence_of(&self, run_id: &str) -> Option<String> {
+        self.fences().get(run_id).cloned()
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

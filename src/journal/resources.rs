@@ -63,7 +63,7 @@ impl Journal {
         region: Option<&str>,
         zone: Option<&str>,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(key.run_id, |tx| {
             let now = now_ms();
             tx.execute(
                 "INSERT INTO resources (run_id, step, kind, name, region, zone, state, created_at, updated_at)
@@ -91,7 +91,7 @@ impl Journal {
         state: ResourceState,
         provider_id: Option<&str>,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(key.run_id, |tx| {
             tx.execute(
                 "UPDATE resources SET state = ?5, provider_id = COALESCE(?6, provider_id), updated_at = ?7
                  WHERE run_id = ?1 AND step = ?2 AND kind = ?3 AND name = ?4",

@@ -43,6 +43,8 @@ pub struct NewRun<'a> {
     pub spec_json: &'a str,
     pub placement_json: &'a str,
     pub on_failure: &'a str,
+    /// The provider settings resolved at admission (JSON), which rollback undoes from.
+    pub settings_json: Option<&'a str>,
     pub steps: &'a [NewStep],
 }
 
@@ -51,7 +53,21 @@ pub struct RunRow {
     pub id: String,
     pub instance_id: String,
     pub operation: String,
+    /// The state as the journal records it (what resume and rollback act on).
+    #[serde(rename = "journal_state")]
     pub state: RunState,
+    /// The state as the user should see it: a run recorded `running` (or `pending`) whose
+    /// process is gone is `interrupted`; see [`RunRow::stalled`].
+    #[serde(rename = "state")]
+    pub shown_state: RunState,
+    /// True when the run is recorded as in progress but nothing drives it: no lease, an
+    /// expired one, or a holder on this host whose process is gone (kill -9, power loss).
+    pub stalled: bool,
+    /// What to run about a stalled run (`dbctl resume RUN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Who drives the run now (pid, host, lease expiry), if anyone holds its lease.
+    pub holder: Option<super::LeaseHolder>,
     pub idempotency_key: String,
     pub spec_hash: String,
     #[serde(skip)]
@@ -63,17 +79,44 @@ pub struct RunRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    /// Whether rolling this run back deletes its backups, decided once when its first
+    /// rollback started (`None`: no rollback yet), and why.
+    pub purge_backups: Option<bool>,
+    pub purge_reason: Option<String>,
+    #[serde(skip)]
+    pub settings_json: Option<String>,
 }
 
 const COLUMNS: &str = "id, instance_id, operation, state, idempotency_key, spec_hash, spec, \
-                       placement, on_failure, error, created_at, updated_at, finished_at";
+                       placement, on_failure, error, created_at, updated_at, finished_at, \
+                       purge_backups, purge_reason, settings, lease_pid, lease_host, \
+                       lease_expires_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let id: String = r.get(0)?;
+    let state: RunState = r.get(3)?;
+    let holder = match (r.get(16)?, r.get(17)?, r.get(18)?) {
+        (Some(pid), Some(host), Some(expires_at)) => Some(super::LeaseHolder {
+            pid,
+            host,
+            expires_at,
+        }),
+        _ => None,
+    };
+    let stalled = in_progress(state) && !holder.as_ref().is_some_and(super::lease::is_live);
+    let shown_state = match state {
+        RunState::Running | RunState::Pending if stalled => RunState::Interrupted,
+        s => s,
+    };
     Ok(RunRow {
-        id: r.get(0)?,
+        next: stalled.then(|| format!("dbctl resume {id}")),
+        id,
         instance_id: r.get(1)?,
         operation: r.get(2)?,
-        state: r.get(3)?,
+        state,
+        shown_state,
+        stalled,
+        holder,
         idempotency_key: r.get(4)?,
         spec_hash: r.get(5)?,
         spec_json: r.get(6)?,
@@ -83,7 +126,18 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         finished_at: r.get(12)?,
+        purge_backups: r.get(13)?,
+        purge_reason: r.get(14)?,
+        settings_json: r.get(15)?,
     })
+}
+
+/// States in which a run must have a live process driving it.
+fn in_progress(state: RunState) -> bool {
+    matches!(
+        state,
+        RunState::Pending | RunState::Running | RunState::RollingBack
+    )
 }
 
 /// Inserts a run and all its steps (state `pending`); part of the caller's transaction.
@@ -91,8 +145,8 @@ pub fn insert(conn: &Connection, run: &NewRun<'_>) -> Result<()> {
     let now = now_ms();
     conn.execute(
         "INSERT INTO runs (id, instance_id, operation, state, idempotency_key, spec_hash, spec,
-                           placement, on_failure, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                           placement, on_failure, created_at, updated_at, settings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
         params![
             run.id,
             run.instance_id,
@@ -103,7 +157,8 @@ pub fn insert(conn: &Connection, run: &NewRun<'_>) -> Result<()> {
             run.spec_json,
             run.placement_json,
             run.on_failure,
-            now
+            now,
+            run.settings_json
         ],
     )?;
     for (position, step) in run.steps.iter().enumerate() {
@@ -136,7 +191,9 @@ pub fn by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<RunRow>
         .optional()?)
 }
 
+/// Moves a run to `state`, if the transition table allows it from where the run is.
 pub fn set_state(conn: &Connection, id: &str, state: RunState, error: Option<&str>) -> Result<()> {
+    super::transitions::guard_run(conn, id, state)?;
     let now = now_ms();
     let finished = matches!(
         state,
@@ -194,13 +251,33 @@ impl Journal {
         error: Option<&str>,
         instance: super::InstanceState,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(&run.id, |tx| {
             set_state(tx, &run.id, state, error)?;
             super::instances::set_state(tx, &run.instance_id, instance)
         })
     }
 
     pub fn set_run_state(&self, id: &str, state: RunState, error: Option<&str>) -> Result<()> {
-        self.write(|tx| set_state(tx, id, state, error))
+        self.write_run(id, |tx| set_state(tx, id, state, error))
+    }
+
+    /// Records, once, whether rolling the run back deletes its backups. A decision already
+    /// recorded stands (a retried `destroy` must not purge what the first one kept), except
+    /// that an explicit request to purge may turn "keep" into "purge". Returns the decision.
+    pub fn decide_purge(&self, id: &str, purge: bool, reason: &str) -> Result<bool> {
+        self.write_run(id, |tx| {
+            let recorded: Option<bool> =
+                tx.query_row("SELECT purge_backups FROM runs WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+            if recorded == Some(true) || (recorded == Some(false) && !purge) {
+                return Ok(recorded == Some(true));
+            }
+            tx.execute(
+                "UPDATE runs SET purge_backups = ?2, purge_reason = ?3 WHERE id = ?1",
+                params![id, purge, reason],
+            )?;
+            Ok(purge)
+        })
     }
 }

@@ -94,6 +94,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_run ON events(run_id, id);
     "#,
+    // 2: what a run decided once and must not re-derive later. `purge_backups` is set when
+    // the run's first rollback starts (NULL: not decided yet) with the reason beside it;
+    // `settings` is the provider configuration resolved at admission (JSON; NULL for runs
+    // admitted before this migration), which rollback undoes from instead of today's config.
+    r#"
+    ALTER TABLE runs ADD COLUMN purge_backups INTEGER;
+    ALTER TABLE runs ADD COLUMN purge_reason TEXT;
+    ALTER TABLE runs ADD COLUMN settings TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date, each migration in its own transaction.

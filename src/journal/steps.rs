@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, Row, params};
 
+use super::transitions::guard_step;
 use super::{Journal, JournalError, Result, now_ms};
 
 text_enum!(
@@ -138,7 +139,8 @@ impl Journal {
     /// token the step will hand to the provider. Returns the attempt number (1-based).
     /// Committed before the step touches anything outside.
     pub fn step_begin(&self, run_id: &str, step: &str, client_token: &str) -> Result<u32> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
+            guard_step(tx, run_id, step, StepState::Running)?;
             let now = now_ms();
             update_one(
                 tx,
@@ -158,7 +160,8 @@ impl Journal {
     /// Records a finished execute with its outputs (what rollback and later steps need).
     pub fn step_done(&self, run_id: &str, step: &str, outputs: &serde_json::Value) -> Result<()> {
         let outputs = outputs.to_string();
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
+            guard_step(tx, run_id, step, StepState::Done)?;
             update_one(
                 tx,
                 "UPDATE steps SET state = 'done', outputs = ?3, error = NULL, finished_at = ?4
@@ -177,7 +180,8 @@ impl Journal {
         state: StepState,
         error: &str,
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
+            guard_step(tx, run_id, step, state)?;
             update_one(
                 tx,
                 "UPDATE steps SET state = ?3, error = ?4, finished_at = ?5
@@ -189,7 +193,8 @@ impl Journal {
 
     /// Records the intent to roll a step back; returns the rollback attempt number.
     pub fn rollback_begin(&self, run_id: &str, step: &str) -> Result<u32> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
+            guard_step(tx, run_id, step, StepState::RollingBack)?;
             update_one(
                 tx,
                 "UPDATE steps SET state = 'rolling_back', rollback_attempts = rollback_attempts + 1
@@ -207,7 +212,8 @@ impl Journal {
     /// A step fully undone. Its generation moves on so that a later re-execution derives new
     /// client tokens instead of being answered with the deleted resource.
     pub fn rollback_done(&self, run_id: &str, step: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
+            guard_step(tx, run_id, step, StepState::RolledBack)?;
             update_one(
                 tx,
                 "UPDATE steps SET state = 'rolled_back', generation = generation + 1, error = NULL,
@@ -220,9 +226,10 @@ impl Journal {
 
     /// Marks steps that never started as skipped once their run is rolled back.
     pub fn skip_unstarted(&self, run_id: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_run(run_id, |tx| {
             tx.execute(
-                "UPDATE steps SET state = 'skipped' WHERE run_id = ?1 AND attempts = 0",
+                "UPDATE steps SET state = 'skipped'
+                 WHERE run_id = ?1 AND attempts = 0 AND state = 'pending'",
                 [run_id],
             )?;
             Ok(())

@@ -31,6 +31,7 @@ pub fn admit(journal: &Journal, config: &Config, req: &Request<'_>) -> Result<Ad
     let spec = req.spec;
     let spec_json = spec.canonical_json();
     let spec_hash = spec.hash();
+    let settings_json = config.run_settings_json();
     journal.write(|tx| {
         if let Some(run) = runs::by_idempotency_key(tx, req.key)? {
             if run.spec_hash != spec_hash {
@@ -89,6 +90,7 @@ pub fn admit(journal: &Journal, config: &Config, req: &Request<'_>) -> Result<Ad
                 spec_json: &spec_json,
                 placement_json: &placement_json,
                 on_failure: req.on_failure,
+                settings_json: Some(&settings_json),
                 steps: &steps,
             },
         )?;

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::App;
-use super::lease_keeper::LeaseKeeper;
 use crate::error::CliError;
 use crate::flow::{Action, PlannedStep, Stage};
 use crate::journal::runs::{self, NewRun, RunRow, RunState};
@@ -144,6 +143,8 @@ pub fn admit(
                 spec_json: &create.spec_json,
                 placement_json: &create.placement_json,
                 on_failure: "keep",
+                // Undone (never) and bound from the create run's recorded settings.
+                settings_json: None,
                 steps: &steps,
             },
         )?;
@@ -196,17 +197,27 @@ pub async fn drive(
     run_id: &str,
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunRow, CliError> {
-    let run = super::find_run(&journal, run_id)?;
+    let (mut keeper, run) = super::drive::lease_and_reread(&journal, run_id)?;
+    if !run.state.is_resumable() {
+        keeper.release();
+        return Ok(run);
+    }
     let saga = super::drive::saga_for(app, &journal, &run, reporter, false)?;
-    let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
     journal.set_run_state(run_id, RunState::Running, None)?;
     saga.log()
         .message("info", &format!("run {run_id}: {}", run.operation));
     let outcome = match super::drive::unless_stopped(&mut keeper, saga.forward()).await {
-        Ok(o) => o?,
+        Ok(o) => match super::drive::or_stop(o)? {
+            Ok(o) => o,
+            Err(why) => return Err(super::drive::stopped(&journal, run_id, keeper, why, false)),
+        },
         Err(why) => return Err(super::drive::stopped(&journal, run_id, keeper, why, false)),
     };
     let result = match outcome {
+        Outcome::Stopped { step, error } => {
+            let why = super::drive::Stopped::Journal(format!("{step}: {error}"));
+            return Err(super::drive::stopped(&journal, run_id, keeper, why, false));
+        }
         Outcome::Succeeded => {
             journal.set_run_state(run_id, RunState::Succeeded, None)?;
             saga.log()

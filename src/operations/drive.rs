@@ -37,7 +37,9 @@ pub(super) fn saga_for(
         Default::default()
     });
     let spec = super::run_spec(&target)?;
-    let provider = app.provider(&spec.provider)?;
+    // Bound with the settings the instance was made with, not today's config.
+    let config = app.config.for_run(target.settings_json.as_deref())?;
+    let provider = app.provider_with(&spec.provider, &config)?;
     let placement = super::run_placement(&target)?;
     let info = RunInfo {
         run_id: &target.id,
@@ -78,6 +80,8 @@ pub(super) fn saga_for(
 pub(super) enum Stopped {
     Interrupted,
     LeaseLost,
+    /// The journal could not record the run's progress (the message says why).
+    Journal(String),
 }
 
 /// Awaits `fut` unless Ctrl-C arrives or the lease is lost first.
@@ -99,19 +103,50 @@ pub(super) fn stopped(
     why: Stopped,
     rolling_back: bool,
 ) -> CliError {
-    let msg = match why {
-        Stopped::Interrupted => "interrupted by the user",
-        Stopped::LeaseLost => "lease lost to another process",
+    let msg = match &why {
+        Stopped::Interrupted => "interrupted by the user".to_string(),
+        Stopped::LeaseLost => "lease lost to another process".to_string(),
+        Stopped::Journal(e) => format!("the journal could not record the run: {e}"),
     };
-    let _ = journal.event(run_id, "warn", None, msg);
+    // Both writes are fenced: after a lost lease they change nothing (the new holder's state
+    // stands). A rollback that stops stays `rolling_back`, so resume finishes the rollback.
+    let _ = journal.event(run_id, "warn", None, &msg);
     if !rolling_back {
-        let _ = journal.set_run_state(run_id, RunState::Interrupted, Some(msg));
+        let _ = journal.set_run_state(run_id, RunState::Interrupted, Some(&msg));
     }
-    if matches!(why, Stopped::Interrupted) {
+    if !matches!(why, Stopped::LeaseLost) {
         keeper.release();
     }
     CliError::Interrupted {
         run: run_id.to_string(),
+        why: msg,
+    }
+}
+
+/// Takes the run's lease, then reads the run again: what another process did before we got
+/// the lease (finished it, rolled it back) is what we act on, not what we read before.
+pub(super) fn lease_and_reread(
+    journal: &Arc<Journal>,
+    run_id: &str,
+) -> Result<(LeaseKeeper, RunRow), CliError> {
+    let keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
+    match super::find_run(journal, run_id) {
+        Ok(run) => Ok((keeper, run)),
+        Err(e) => {
+            keeper.release();
+            Err(e)
+        }
+    }
+}
+
+/// Maps a saga result that is a journal error to a stop (resumable), never a failure.
+pub(super) fn or_stop<T>(
+    res: Result<T, crate::saga::EngineError>,
+) -> Result<Result<T, Stopped>, CliError> {
+    match res {
+        Ok(v) => Ok(Ok(v)),
+        Err(crate::saga::EngineError::Journal(e)) => Ok(Err(Stopped::Journal(e.to_string()))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -127,17 +162,41 @@ pub async fn drive_forward(
     if super::day2::is_day2(&run.operation) {
         return super::day2::drive(app, journal, run_id, reporter).await;
     }
+    let (mut keeper, run) = lease_and_reread(&journal, run_id)?;
+    if !run.state.is_resumable() {
+        keeper.release();
+        return match run.state {
+            RunState::Succeeded => Ok(run),
+            _ => Err(ValidationError::new(
+                "run",
+                format!(
+                    "{} is {} (another process got there first); nothing to run forward",
+                    run.id, run.state
+                ),
+            )
+            .into()),
+        };
+    }
     // A create that fails is rolled back with this saga: it never ran, its backups go too.
     let saga = saga_for(app, &journal, &run, reporter, true)?;
-    let mut keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
     journal.transition(&run, RunState::Running, None, InstanceState::Creating)?;
     saga.log()
         .message("info", &format!("run {run_id}: executing"));
     let outcome = match unless_stopped(&mut keeper, saga.forward()).await {
-        Ok(o) => o?,
+        Ok(o) => match or_stop(o)? {
+            Ok(o) => o,
+            Err(why) => return Err(stopped(&journal, run_id, keeper, why, false)),
+        },
         Err(why) => return Err(stopped(&journal, run_id, keeper, why, false)),
     };
     match outcome {
+        Outcome::Stopped { step, error } => Err(stopped(
+            &journal,
+            run_id,
+            keeper,
+            Stopped::Journal(format!("{step}: {error}")),
+            false,
+        )),
         Outcome::Succeeded => {
             journal.transition(&run, RunState::Succeeded, None, InstanceState::Running)?;
             saga.log()
@@ -169,6 +228,7 @@ pub async fn drive_forward(
                 &format!("run {run_id}: failed at {step}; rolling back"),
             );
             let cause = format!("{step}: {error}");
+            journal.decide_purge(run_id, true, "the create failed before RUNNING")?;
             roll_back(&journal, &run, &saga, keeper, &cause).await?;
             Err(CliError::RolledBack {
                 run: run_id.into(),
@@ -203,9 +263,21 @@ pub async fn drive_rollback(
         )
         .into());
     }
-    let purge = purge_backups || run.state != RunState::Succeeded;
+    let (keeper, run) = lease_and_reread(&journal, run_id)?;
+    if run.state == RunState::RolledBack {
+        keeper.release();
+        return Ok(run);
+    }
+    // Decided once, when the first rollback starts, and recorded: a retried `destroy` finds
+    // the run `rolling_back` and must keep what the first one was told to keep.
+    let (purge, reason) = match (purge_backups, run.state) {
+        (true, _) => (true, "requested (--purge-backups)"),
+        (false, RunState::Succeeded) => (false, "the instance reached RUNNING; backups kept"),
+        (false, _) if run.purge_backups.is_some() => (false, "decided by the first rollback"),
+        (false, _) => (true, "the create never reached RUNNING"),
+    };
+    let purge = journal.decide_purge(run_id, purge, reason)?;
     let saga = saga_for(app, &journal, &run, reporter, purge)?;
-    let keeper = LeaseKeeper::acquire(journal.clone(), run_id)?;
     let cause = run
         .error
         .clone()
@@ -229,10 +301,17 @@ async fn roll_back(
         InstanceState::Destroying,
     )?;
     let outcome = match unless_stopped(&mut keeper, saga.rollback()).await {
-        Ok(o) => o?,
+        Ok(o) => match or_stop(o)? {
+            Ok(o) => o,
+            Err(why) => return Err(stopped(journal, run_id, keeper, why, true)),
+        },
         Err(why) => return Err(stopped(journal, run_id, keeper, why, true)),
     };
     let result = match outcome {
+        RollbackOutcome::Stopped { step, error } => {
+            let why = Stopped::Journal(format!("{step}: {error}"));
+            return Err(stopped(journal, run_id, keeper, why, true));
+        }
         RollbackOutcome::RolledBack => {
             journal.transition(
                 run,

@@ -61,11 +61,20 @@ impl App {
         &self,
         name: &str,
     ) -> Result<Box<dyn crate::provider::Provider>, crate::spec::ValidationError> {
+        self.provider_with(name, &self.config)
+    }
+
+    /// The provider `name` bound with `config` (a run's recorded settings).
+    pub fn provider_with(
+        &self,
+        name: &str,
+        config: &Config,
+    ) -> Result<Box<dyn crate::provider::Provider>, crate::spec::ValidationError> {
         let dirs = crate::provider::ProviderDirs {
             state: self.state_dir(),
             cache: self.cache_dir(),
         };
-        crate::provider::connect(name, &self.config, &dirs)
+        crate::provider::connect(name, config, &dirs)
     }
 
     /// Like [`App::existing_journal`], but a missing journal means the run cannot exist.

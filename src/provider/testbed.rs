@@ -59,7 +59,7 @@ impl Provider for Testbed {
             .collect()
     }
 
-    fn bind(&self, _run: &RunInfo<'_>, _step: &str, action: &Action) -> Arc<dyn Step> {
+    fn bind(&self, run: &RunInfo<'_>, _step: &str, action: &Action) -> Arc<dyn Step> {
         if matches!(action, Action::ClusterStatus) {
             // A read (`dbctl status`): no effect, no resource. The testbed runs no Patroni, so
             // the live topology it reports has no members.
@@ -68,6 +68,7 @@ impl Provider for Testbed {
         Arc::new(MarkerStep {
             log: self.dir.join("effects.log"),
             delay: self.delay,
+            purge: run.purge_backups,
         })
     }
 }
@@ -88,6 +89,9 @@ impl Step for NoPatroni {
 struct MarkerStep {
     log: PathBuf,
     delay: Duration,
+    /// What the run's rollback was told about backups; every undo records it in
+    /// `backups.log` (`RUN STEP purge|keep`), as the real backup step would act on it.
+    purge: bool,
 }
 
 impl MarkerStep {
@@ -116,6 +120,25 @@ impl MarkerStep {
     }
 }
 
+impl MarkerStep {
+    fn record_backups(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        let io = |e: std::io::Error| StepError::Transient(format!("testbed: {e}"));
+        let path = self.log.with_file_name("backups.log");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let verdict = if self.purge { "purge" } else { "keep" };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| {
+                f.write_all(format!("{} {} {verdict}\n", ctx.run_id, ctx.step).as_bytes())
+            })
+            .map_err(io)
+    }
+}
+
 #[async_trait]
 impl Step for MarkerStep {
     async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
@@ -129,6 +152,7 @@ impl Step for MarkerStep {
     }
 
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
+        self.record_backups(ctx)?;
         if self.exists(ctx) {
             self.effect("delete", ctx)?;
         }

@@ -33,8 +33,9 @@ impl Saga {
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         let mut failure: Option<(String, String)> = None;
+        let mut stop: Option<(String, String)> = None;
         loop {
-            if failure.is_none() {
+            if failure.is_none() && stop.is_none() {
                 let (ready, rest): (Vec<&StepRow>, Vec<&StepRow>) = waiting
                     .into_iter()
                     .partition(|r| r.deps.iter().all(|d| done.contains_key(d)));
@@ -56,6 +57,9 @@ impl Saga {
                 Ok((id, Ok(out))) => {
                     done.insert(names[&id].clone(), out);
                 }
+                Ok((id, Err(e))) if e.is_stop() => {
+                    stop.get_or_insert((names[&id].clone(), e.to_string()));
+                }
                 Ok((id, Err(e))) => {
                     failure.get_or_insert((names[&id].clone(), e.to_string()));
                 }
@@ -69,9 +73,12 @@ impl Saga {
                 }
             }
         }
-        Ok(match failure {
-            Some((step, error)) => Outcome::Failed { step, error },
-            None => Outcome::Succeeded,
+        // A stop wins over a failure: a journal that cannot record steps cannot be trusted to
+        // record a rollback either.
+        Ok(match (stop, failure) {
+            (Some((step, error)), _) => Outcome::Stopped { step, error },
+            (None, Some((step, error))) => Outcome::Failed { step, error },
+            (None, None) => Outcome::Succeeded,
         })
     }
 
@@ -141,6 +148,8 @@ impl Saga {
                     );
                     Ok(out)
                 }
+                // Not recorded: the step stays `running`, exactly as after a crash.
+                Err(e) if e.is_stop() => Err(e),
                 Err(e) => {
                     journal.step_error(&run_id, name, StepState::Failed, &e.to_string())?;
                     log.step(

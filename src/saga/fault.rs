@@ -47,10 +47,22 @@ pub struct FaultPlan {
 }
 
 impl FaultPlan {
+    /// The plan `DBCTL_FAULTS` asks for, in a build with the `faults` feature; elsewhere the
+    /// variable is ignored (with a warning), so no production run can be made to crash by it.
     pub fn from_env() -> Result<FaultPlan, String> {
-        match std::env::var(ENV) {
-            Ok(s) => FaultPlan::parse(&s),
-            Err(_) => Ok(FaultPlan::default()),
+        FaultPlan::from_var(std::env::var(ENV).ok().as_deref())
+    }
+
+    fn from_var(value: Option<&str>) -> Result<FaultPlan, String> {
+        match value {
+            #[cfg(feature = "faults")]
+            Some(s) => FaultPlan::parse(s),
+            #[cfg(not(feature = "faults"))]
+            Some(_) => {
+                eprintln!("warning: {ENV} is ignored: this build has no fault injection");
+                Ok(FaultPlan::default())
+            }
+            None => Ok(FaultPlan::default()),
         }
     }
 
@@ -133,6 +145,13 @@ fn crash_now(what: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variable_arms_faults_only_in_builds_with_the_faults_feature() {
+        let plan = FaultPlan::from_var(Some("deploy.primary@before=crash")).unwrap();
+        assert_eq!(plan.rules.is_empty(), !cfg!(feature = "faults"));
+        assert!(FaultPlan::from_var(None).unwrap().rules.is_empty());
+    }
 
     #[test]
     fn parses_and_fires_by_attempt() {

@@ -43,6 +43,12 @@ pub enum Outcome {
         step: String,
         error: String,
     },
+    /// The journal could not record a step (see [`StepError::Stopped`]): nothing failed, the
+    /// run stops where it is and is resumable.
+    Stopped {
+        step: String,
+        error: String,
+    },
 }
 
 /// The result of rolling a run back.
@@ -52,6 +58,11 @@ pub enum RollbackOutcome {
     /// Steps whose rollback failed; their dependencies were left in place on purpose.
     Failed {
         steps: Vec<(String, String)>,
+    },
+    /// The journal could not record a step's rollback: the rollback stops, resumable.
+    Stopped {
+        step: String,
+        error: String,
     },
 }
 

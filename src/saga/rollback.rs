@@ -40,6 +40,7 @@ impl Saga {
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         let mut failed = Vec::new();
+        let mut stop: Option<(String, String)> = None;
         loop {
             // Ready: no dependent is still waiting for (or failed) its rollback.
             let (ready, rest): (Vec<&StepRow>, Vec<&StepRow>) =
@@ -49,7 +50,7 @@ impl Saga {
                         .is_none_or(|ds| ds.iter().all(|d| !pending.contains(d)))
                 });
             remaining = rest;
-            for row in ready.into_iter().rev() {
+            for row in ready.into_iter().rev().filter(|_| stop.is_none()) {
                 let fut = self.rollback_step(self.bound(&row.name)?.clone(), row, outputs.clone());
                 let handle = tasks.spawn(fut);
                 names.insert(handle.id(), row.name.as_str());
@@ -61,6 +62,9 @@ impl Saga {
                 Ok((id, Ok(()))) => {
                     pending.remove(names[&id]);
                 }
+                Ok((id, Err(e))) if e.is_stop() => {
+                    stop.get_or_insert((names[&id].to_string(), e.to_string()));
+                }
                 Ok((id, Err(e))) => failed.push((names[&id].to_string(), e.to_string())),
                 Err(join_err) => {
                     let name = names[&join_err.id()];
@@ -70,6 +74,9 @@ impl Saga {
                     failed.push((name.to_string(), msg));
                 }
             }
+        }
+        if let Some((step, error)) = stop {
+            return Ok(RollbackOutcome::Stopped { step, error });
         }
         self.journal.skip_unstarted(&self.run_id)?;
         Ok(if failed.is_empty() {
@@ -138,6 +145,7 @@ impl Saga {
                     );
                     Ok(())
                 }
+                Err(e) if e.is_stop() => Err(e),
                 Err(e) => {
                     journal.step_error(&run_id, name, StepState::RollbackFailed, &e.to_string())?;
                     log.step(

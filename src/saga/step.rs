@@ -11,25 +11,33 @@ use crate::journal::Journal;
 use crate::journal::resources::{ResourceKey, ResourceState};
 
 /// Why a step attempt failed. The engine retries `Transient` (with backoff, up to the policy's
-/// bound) and fails the step at once on `Permanent`.
+/// bound) and fails the step at once on `Permanent`. `Stopped` is not the step's failure: the
+/// journal could not record it (locked, failing, or this process lost the run's lease), so the
+/// run stops where it is, as after a crash, and `dbctl resume` carries it on. Rolling a
+/// healthy instance back because SQLite was busy would be the worst answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StepError {
     #[error("{0}")]
     Transient(String),
     #[error("{0}")]
     Permanent(String),
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl StepError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StepError::Transient(_))
     }
+
+    pub fn is_stop(&self) -> bool {
+        matches!(self, StepError::Stopped(_))
+    }
 }
 
 impl From<crate::journal::JournalError> for StepError {
     fn from(e: crate::journal::JournalError) -> Self {
-        // The journal is local; if it fails, retrying the remote call cannot help.
-        StepError::Permanent(e.to_string())
+        StepError::Stopped(e.to_string())
     }
 }
 

@@ -143,6 +143,7 @@ fn fixture(steps: &[(&str, &[&str])]) -> Fixture {
                     spec_json: "{}",
                     placement_json: "{}",
                     on_failure: "rollback",
+                    settings_json: None,
                     steps: &new_steps,
                 },
             )
@@ -375,4 +376,65 @@ fn dag_errors_are_found_before_running() {
         validate_dag([("a", e.as_slice()), ("a", e.as_slice())].into_iter()),
         Err(DagError::Duplicate(_))
     ));
+}
+
+/// Makes the journal refuse to record `state` for any step, as a failing disk or a locked
+/// database would (a trigger raises the error inside SQLite).
+fn journal_refuses(f: &Fixture, state: &str) {
+    f.journal
+        .write(|tx| {
+            tx.execute_batch(&format!(
+                "CREATE TRIGGER refuse BEFORE UPDATE OF state ON steps WHEN NEW.state = '{state}'
+                 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;"
+            ))?;
+            Ok::<_, crate::journal::JournalError>(())
+        })
+        .unwrap();
+}
+
+fn journal_heals(f: &Fixture) {
+    f.journal
+        .write(|tx| {
+            tx.execute_batch("DROP TRIGGER refuse")?;
+            Ok::<_, crate::journal::JournalError>(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_journal_error_stops_the_run_where_it_is_instead_of_failing_it() {
+    let f = fixture(&[("a", &[]), ("b", &["a"])]);
+    journal_refuses(&f, "done");
+    let saga = f.saga(fast_retry(3), |_| {});
+    let out = saga.forward().await.unwrap();
+    assert!(
+        matches!(out, Outcome::Stopped { ref step, .. } if step == "a"),
+        "{out:?}"
+    );
+    // Not a failure: no retry of the remote work, nothing undone, `a` left as after a crash.
+    assert_eq!(f.rec.names(), ["exec a"]);
+    assert_eq!(f.state("a"), StepState::Running);
+    assert_eq!(f.state("b"), StepState::Pending);
+    journal_heals(&f);
+    assert_eq!(saga.forward().await.unwrap(), Outcome::Succeeded);
+    assert_eq!(f.rec.names(), ["exec a", "exec a", "exec b"]);
+}
+
+#[tokio::test]
+async fn a_journal_error_in_a_rollback_stops_it_resumable() {
+    let f = fixture(&[("a", &[]), ("b", &["a"])]);
+    let saga = f.saga(fast_retry(1), |_| {});
+    assert_eq!(saga.forward().await.unwrap(), Outcome::Succeeded);
+    journal_refuses(&f, "rolled_back");
+    let out = saga.rollback().await.unwrap();
+    assert!(
+        matches!(out, RollbackOutcome::Stopped { ref step, .. } if step == "b"),
+        "{out:?}"
+    );
+    // `a` was not undone while `b`'s undo could not be recorded.
+    assert_eq!(f.state("b"), StepState::RollingBack);
+    assert_eq!(f.state("a"), StepState::Done);
+    journal_heals(&f);
+    assert_eq!(saga.rollback().await.unwrap(), RollbackOutcome::RolledBack);
+    assert_eq!(f.state("a"), StepState::RolledBack);
 }

@@ -22,6 +22,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use super::Ec2;
 use super::config::AwsSettings;
 use super::error::AwsError;
+#[cfg(feature = "faults")]
 use super::fault::{FAULTS_ENV, FaultInterceptor, FaultPlan, FaultyHttpClient};
 
 /// Attempts per API call made by the SDK itself (1 initial + 2 retries).
@@ -63,6 +64,34 @@ pub(crate) async fn load(settings: &AwsSettings, what: &str) -> Result<Loaded, A
     Ok(Loaded { sdk, region, http })
 }
 
+/// Arms `DBCTL_AWS_FAULTS` on the EC2 client: only in test builds (feature `faults`).
+#[cfg(feature = "faults")]
+fn with_faults(
+    builder: aws_sdk_ec2::config::Builder,
+    http: SharedHttpClient,
+) -> Result<aws_sdk_ec2::config::Builder, AwsError> {
+    match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let plan = FaultPlan::shared(&spec)
+                .map_err(|m| AwsError::invalid("connect", "EC2 client", m))?;
+            tracing::warn!(spec, "AWS fault injection is active");
+            Ok(builder
+                .http_client(FaultyHttpClient::wrap(http))
+                .interceptor(FaultInterceptor::new(plan)))
+        }
+        _ => Ok(builder),
+    }
+}
+
+/// A build without fault injection ignores `DBCTL_AWS_FAULTS`.
+#[cfg(not(feature = "faults"))]
+fn with_faults(
+    builder: aws_sdk_ec2::config::Builder,
+    _http: SharedHttpClient,
+) -> Result<aws_sdk_ec2::config::Builder, AwsError> {
+    Ok(builder)
+}
+
 /// Builds an [`Ec2`] from the standard AWS configuration chain plus `settings`.
 ///
 /// Guarantees: no network call is made (credentials are resolved lazily on the first request);
@@ -70,18 +99,7 @@ pub(crate) async fn load(settings: &AwsSettings, what: &str) -> Result<Loaded, A
 pub(crate) async fn connect(settings: &AwsSettings) -> Result<Ec2, AwsError> {
     let Loaded { sdk, region, http } = load(settings, "EC2 client").await?;
 
-    let mut builder = aws_sdk_ec2::config::Builder::from(&sdk);
-    match std::env::var(FAULTS_ENV) {
-        Ok(spec) if !spec.trim().is_empty() => {
-            let plan = FaultPlan::shared(&spec)
-                .map_err(|m| AwsError::invalid("connect", "EC2 client", m))?;
-            tracing::warn!(spec, "AWS fault injection is active");
-            builder = builder
-                .http_client(FaultyHttpClient::wrap(http))
-                .interceptor(FaultInterceptor::new(plan));
-        }
-        _ => {}
-    }
+    let builder = with_faults(aws_sdk_ec2::config::Builder::from(&sdk), http)?;
 
     Ok(Ec2 {
         client: aws_sdk_ec2::Client::from_conf(builder.build()),

@@ -20,6 +20,9 @@ pub mod ami;
 pub mod client;
 pub mod config;
 pub mod error;
+// Fault injection for tests; compiled in everywhere (its unit tests run in every build) but
+// armed only with the `faults` feature (client.rs).
+#[cfg_attr(not(feature = "faults"), allow(dead_code))]
 pub mod fault;
 pub mod instance;
 pub mod keypair;
