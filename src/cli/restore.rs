@@ -70,9 +70,53 @@ fn target_time(to: &str) -> Result<String, ValidationError> {
     Ok(text.replace('T', " ").replace('Z', "+00"))
 }
 
+/// `--to` in journal time (ms since the epoch); already validated by [`target_time`].
+fn epoch_ms(to: &str) -> Result<i64, ValidationError> {
+    let at = humantime::parse_rfc3339_weak(to)
+        .map_err(|e| ValidationError::new("to", format!("{to:?}: {e}")))?;
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0))
+}
+
+/// Refuses, before anything is created, a target the source's backups cannot reach: before its
+/// first backup finished (there is no base backup to replay from), or after it was destroyed
+/// (its archiving had stopped by then, so recovery would end before the target). A target in
+/// the last moments of a live source's WAL can still be past its end: the restore step finds
+/// that in PostgreSQL's log and fails it for good instead of waiting.
+fn check_target(
+    to: &str,
+    at: i64,
+    first_backup: Option<i64>,
+    destroyed: Option<i64>,
+) -> Result<(), ValidationError> {
+    use crate::journal::format_ms;
+    if let Some(first) = first_backup.filter(|&f| at < f) {
+        return Err(ValidationError::new(
+            "to",
+            format!(
+                "{to} is before the source's first backup finished ({}): there is nothing to recover from",
+                format_ms(first)
+            ),
+        ));
+    }
+    if let Some(gone) = destroyed.filter(|&d| at > d) {
+        return Err(ValidationError::new(
+            "to",
+            format!(
+                "{to} is after the source was destroyed ({}): its archived WAL ends before that",
+                format_ms(gone)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run(app: &App, args: RestoreArgs) -> Result<(), CliError> {
     crate::spec::validate::check_dns_label("as", &args.new_name, crate::spec::validate::MAX_NAME)?;
     let target = args.to.as_deref().map(target_time).transpose()?;
+    let target_ms = args.to.as_deref().map(epoch_ms).transpose()?;
     if app.config.backup.repo != RepoKind::S3 {
         return Err(ValidationError::new(
             "backup.repo",
@@ -80,7 +124,7 @@ pub async fn run(app: &App, args: RestoreArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let spec = restore_spec(app, &args, target)?;
+    let spec = restore_spec(app, &args, target, target_ms)?;
     create_spec(app, spec, args.idempotency_key, args.on_failure).await
 }
 
@@ -89,6 +133,7 @@ fn restore_spec(
     app: &App,
     args: &RestoreArgs,
     target: Option<String>,
+    target_ms: Option<i64>,
 ) -> Result<InstanceSpec, CliError> {
     let journal = app.journal_for(&format!("instance {:?}", args.name))?;
     let project = args
@@ -131,6 +176,19 @@ fn restore_spec(
         )
         .into());
     }
+    if let Some(at) = target_ms {
+        let first_backup = steps
+            .iter()
+            .find(|s| s.name == "register.backups")
+            .and_then(|s| s.finished_at);
+        let destroyed = (source.state.as_str() == "destroyed").then_some(source.updated_at);
+        check_target(
+            args.to.as_deref().unwrap_or_default(),
+            at,
+            first_backup,
+            destroyed,
+        )?;
+    }
     let mut spec = operations::run_spec(&run)?;
     spec.name = args.new_name.clone();
     if args.single {
@@ -150,6 +208,18 @@ fn restore_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_outside_what_the_backups_cover_are_refused_naming_to() {
+        let (first, gone) = (1_000_000, 2_000_000);
+        assert!(check_target("t", 1_500_000, Some(first), Some(gone)).is_ok());
+        assert!(check_target("t", 1_500_000, Some(first), None).is_ok());
+        for at in [999_999, 2_000_001] {
+            let e = check_target("t", at, Some(first), Some(gone)).unwrap_err();
+            assert_eq!(e.field, "to", "{at}");
+        }
+        assert_eq!(epoch_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
+    }
 
     #[test]
     fn target_times_are_utc_and_not_in_the_future() {

@@ -25,6 +25,30 @@ pub struct RestorePrimary {
 }
 
 impl RestorePrimary {
+    /// Whether PostgreSQL stopped because the archived WAL ended before the recovery target
+    /// (its log says so; the server does not start again with that target).
+    async fn ended_before_target(&self, ctx: &StepCtx) -> bool {
+        let log = format!(
+            "/var/log/postgresql/postgresql-{}-main.log",
+            self.pg.spec.version
+        );
+        let check = format!(
+            "sudo grep -q 'recovery ended before configured recovery target was reached' {}",
+            crate::ssh::shell_quote(&log)
+        );
+        self.pg
+            .run_script(
+                ctx,
+                &self.node,
+                "did recovery end early",
+                &check,
+                None,
+                Duration::from_secs(30),
+            )
+            .await
+            .is_ok()
+    }
+
     /// Waits (with backoff) until recovery has ended and the server accepts writes.
     async fn wait_promoted(&self, ctx: &StepCtx, limit: Duration) -> Result<(), StepError> {
         let deadline = Instant::now() + limit;
@@ -43,6 +67,13 @@ impl RestorePrimary {
                 .await;
             if matches!(&out, Ok(o) if o.trim() == "f") {
                 return Ok(());
+            }
+            if out.is_err() && self.ended_before_target(ctx).await {
+                // PostgreSQL shut down for good: waiting or retrying cannot reach the target.
+                return Err(StepError::Permanent(format!(
+                    "{}: recovery ended before the target time was reached: it is past the end of the source's archived WAL (choose an earlier --to)",
+                    self.node
+                )));
             }
             if Instant::now() > deadline {
                 return Err(StepError::Transient(format!(

@@ -95,6 +95,10 @@ fn bad_specs_name_the_field() {
         ),
         ("name = \"x\"\nusers = []", "users"),
         ("name = \"x\"\nusers = [\"postgres\"]", "users[0]"),
+        // The exporter's and HA's roles, which dbctl makes itself.
+        ("name = \"x\"\nusers = [\"prometheus\"]", "users[0]"),
+        ("name = \"x\"\nusers = [\"app\", \"rewind\"]", "users[1]"),
+        ("name = \"x\"\nusers = [\"replicator\"]", "users[0]"),
         ("name = \"x\"\nusers = [\"app\", \"pg_admin\"]", "users[1]"),
         (
             "name = \"x\"\nusers = [\"app\", \"DROP TABLE\"]",
