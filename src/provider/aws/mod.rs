@@ -6,7 +6,8 @@
 //! [`security_group`] the firewall, [`keypair`], [`ami`], [`instance`], [`volume`], and
 //! [`sweep`] finds and removes everything of a run. [`route53`] publishes an instance's names in
 //! the account's private hosted zone. [`fault`] injects SDK-level failures into EC2 calls for
-//! tests (`DBCTL_AWS_FAULTS`).
+//! tests (`DBCTL_AWS_FAULTS`); `iam_policy` (tests only) checks that
+//! `examples/aws-iam-policy.json` allows every call made here.
 //!
 //! The contract every saga step relies on:
 //! * `ensure_*` first looks up the resource by its run+step tags and adopts it, then creates
@@ -21,6 +22,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod fault;
+#[cfg(test)]
+mod iam_policy;
 pub mod instance;
 pub mod keypair;
 pub mod network;
