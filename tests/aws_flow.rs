@@ -325,3 +325,40 @@ async fn plan_checks_credentials_permissions_and_zones_and_lists_what_it_creates
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn region_comes_from_aws_default_region_or_the_profile_like_every_aws_tool() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let plan_region = |cmd: &mut std::process::Command| {
+        let out = cmd.env_remove("AWS_REGION").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["spec"]["region"].as_str().unwrap_or_default().to_string()
+    };
+    let args = ["plan", "db", "--provider", "aws", "--output", "json"];
+
+    let mut cmd = env.command(&args, None);
+    cmd.env("AWS_DEFAULT_REGION", "eu-west-1");
+    assert_eq!(plan_region(&mut cmd), "eu-west-1");
+
+    let profile = env.path("aws-config");
+    std::fs::write(&profile, "[profile dbctl-test]\nregion = ap-southeast-2\n").unwrap();
+    let mut cmd = env.command(&args, None);
+    cmd.env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", &profile)
+        .env("AWS_PROFILE", "dbctl-test");
+    assert_eq!(plan_region(&mut cmd), "ap-southeast-2");
+
+    // With no region anywhere, validation names the field (exit 2) and nothing is journaled.
+    let out = env
+        .command(&args, None)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("region"), "{}", stderr(&out));
+    assert!(!env.journal_path().exists());
+}
+
