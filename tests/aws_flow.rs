@@ -362,3 +362,47 @@ async fn region_comes_from_aws_default_region_or_the_profile_like_every_aws_tool
     assert!(!env.journal_path().exists());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn open_or_unreachable_network_settings_are_refused_before_anything_is_created() {
+    let _moto = moto::session().await;
+    let narrow = "ssh_cidr = \"203.0.113.0/24\"\n";
+    let halves = format!("{narrow}extra_pg_cidrs = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n");
+    let private = format!("{narrow}public = false\n");
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        // From the config file, not only from the flag.
+        ("ssh_cidr = \"0.0.0.0/0\"\n".into(), vec![], "aws.ssh_cidr:"),
+        ("ssh_cidr = \"::/0\"\n".into(), vec![], "aws.ssh_cidr:"),
+        ("".into(), vec!["--ssh-cidr", "::/0"], "ssh_cidr:"),
+        // Two halves are the whole internet as much as 0.0.0.0/0 is.
+        (halves, vec![], "aws.extra_pg_cidrs:"),
+        // No SSH rule: nothing could reach the private-only instance, deploy would only wait.
+        ("ssh_wait_secs = 2\n".into(), vec![], "ssh_cidr:"),
+        (private, vec![], "aws.public:"),
+    ];
+    for (aws, flags, field) in cases {
+        let env = Env::aws(&format!("[aws]\n{aws}"));
+        let mut args = vec!["create", "db"];
+        args.extend(flags);
+        let out = env.run(&args, None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{aws}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(field), "{aws}: {err}");
+        assert!(!env.journal_path().exists(), "{aws}: nothing journaled");
+    }
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let managed = aws_sdk_ec2::types::Filter::builder()
+        .name("tag-key")
+        .values("dbctl:managed")
+        .build();
+    let vpcs = ec2
+        .sdk()
+        .describe_vpcs()
+        .filters(managed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(vpcs.vpcs().is_empty(), "{vpcs:?}");
+    let inst = ec2.sdk().describe_instances().send().await.unwrap();
+    assert!(inst.reservations().is_empty(), "{inst:?}");
+}

@@ -3,7 +3,8 @@
 //! Files, one concept each: [`client`] builds the SDK clients (credentials, region, endpoint,
 //! retry split), [`error`] classifies failures as transient or permanent, [`tags`] names and
 //! finds what dbctl created, [`network`] and [`routing`] the VPC/subnets/internet access,
-//! [`security_group`] the firewall, [`keypair`], [`ami`], [`instance`], [`volume`], and
+//! [`security_group`] the firewall (`ingress` refuses open or unreachable settings before a run
+//! starts), [`keypair`], [`ami`], [`instance`], [`volume`], and
 //! [`sweep`] finds and removes everything of a run. [`route53`] publishes an instance's names in
 //! the account's private hosted zone. [`fault`] injects SDK-level failures into EC2 calls for
 //! tests (`DBCTL_AWS_FAULTS`); `iam_policy` (tests only) checks that
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod iam_policy;
+mod ingress;
 pub mod instance;
 pub mod keypair;
 pub mod network;

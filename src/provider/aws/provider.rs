@@ -105,7 +105,7 @@ impl Provider for Aws {
                 "aws: HA (streaming replicas) is not implemented in this build yet",
             ));
         }
-        Ok(())
+        super::ingress::check(&self.config, spec)
     }
 
     async fn preflight_online(
