@@ -173,6 +173,8 @@ impl Step for AwsStep {
                     },
                     private_ip: "dhcp",
                     ssh_public_key: &key.public_openssh(),
+                    // The AMI's own login (`admin` on Debian) must survive for the operator.
+                    keep_default_user: true,
                 })
                 .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
                 let req = InstanceRequest {
