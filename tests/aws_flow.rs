@@ -406,3 +406,64 @@ async fn open_or_unreachable_network_settings_are_refused_before_anything_is_cre
     let inst = ec2.sdk().describe_instances().send().await.unwrap();
     assert!(inst.reservations().is_empty(), "{inst:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_tags_and_the_ttl_are_on_every_resource_dbctl_creates() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let args = [
+        "create",
+        "db",
+        "--tag",
+        "team=payments",
+        "--ttl",
+        "2h",
+        "--on-failure",
+        "keep",
+    ];
+    let out = env.run(&args, None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    // resource id -> value of `key`, for every resource EC2 reports with that tag.
+    let tagged = |key: &'static str| {
+        let ec2 = ec2.clone();
+        async move {
+            let f = aws_sdk_ec2::types::Filter::builder()
+                .name("key")
+                .values(key)
+                .build();
+            let out = ec2.sdk().describe_tags().filters(f).send().await.unwrap();
+            out.tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.resource_id().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect::<BTreeMap<String, String>>()
+        }
+    };
+    let of_run = tagged("dbctl:run").await;
+    let team = tagged("team").await;
+    let expires = tagged("dbctl:expires-at").await;
+    let kinds: Vec<&str> = of_run
+        .keys()
+        .map(|id| id.split('-').next().unwrap())
+        .collect();
+    for k in ["vpc", "subnet", "igw", "rtb", "sg", "i", "vol"] {
+        assert!(kinds.contains(&k), "no {k} tagged with the run: {of_run:?}");
+    }
+    let ids = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(ids(&team), ids(&of_run), "team tag missing somewhere");
+    assert_eq!(ids(&expires), ids(&of_run), "expires-at missing somewhere");
+    assert!(team.values().all(|v| v == "payments"), "{team:?}");
+    let now = std::time::SystemTime::now();
+    for v in expires.values() {
+        let at = humantime::parse_rfc3339(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let left = at.duration_since(now).unwrap().as_secs();
+        assert!((7000..=7200).contains(&left), "{v} is not ~2h from now");
+    }
+    assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
+}

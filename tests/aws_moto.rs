@@ -33,6 +33,7 @@ fn run(id: &str) -> RunTags {
         project: "shop".into(),
         instance: "db1".into(),
         generation: 2,
+        extra: Default::default(),
     }
 }
 
