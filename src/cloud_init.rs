@@ -16,6 +16,8 @@ pub struct NodeIdentity<'a> {
     pub role: &'a str,
     pub private_ip: &'a str,
     pub ssh_public_key: &'a str,
+    /// Keep the image's own default user (cloud-init's `default` entry) beside dbctl's.
+    pub keep_default_user: bool,
 }
 
 /// Renders user-data.
@@ -25,6 +27,7 @@ pub fn user_data(n: &NodeIdentity<'_>) -> Result<String, minijinja::Error> {
         context! {
             hostname => n.hostname, run_id => n.run_id, instance => n.instance, node => n.node,
             role => n.role, private_ip => n.private_ip, ssh_public_key => n.ssh_public_key,
+            keep_default_user => n.keep_default_user,
         },
     )
 }
@@ -62,12 +65,34 @@ mod tests {
             role: "primary",
             private_ip: "10.77.0.10",
             ssh_public_key: "ssh-ed25519 AAAAC3Nza dbctl",
+            keep_default_user: false,
         })
         .unwrap();
         assert!(ud.starts_with("#cloud-config\n"));
+        assert!(ud.contains("\nusers:\n  - name: dbctl\n"), "{ud}");
         assert!(ud.contains("      - ssh-ed25519 AAAAC3Nza dbctl\n"));
         assert!(ud.contains("DBCTL_PRIVATE_IP=10.77.0.10"));
         assert!(!ud.to_lowercase().contains("private_key") && !ud.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn cloud_images_keep_their_default_user_beside_dbctl() {
+        let ud = user_data(&NodeIdentity {
+            hostname: "db-primary",
+            run_id: "run-1",
+            instance: "db",
+            node: "primary",
+            role: "primary",
+            private_ip: "dhcp",
+            ssh_public_key: "ssh-ed25519 AAAAC3Nza dbctl",
+            keep_default_user: true,
+        })
+        .unwrap();
+        // Without `default`, cloud-init creates only dbctl's user and the AMI's `admin` is gone.
+        assert!(
+            ud.contains("\nusers:\n  - default\n  - name: dbctl\n"),
+            "{ud}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::saga::RetryPolicy;
-use crate::spec::ValidationError;
 use crate::spec::validate::Defaults;
+use crate::spec::{SpecInput, ValidationError};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -316,16 +316,24 @@ impl Config {
         })
     }
 
-    /// Defaults and the provider list that spec validation needs.
-    pub fn spec_defaults(&self) -> Defaults {
+    /// Defaults and the provider list that spec validation needs for `input`.
+    ///
+    /// The aws region, unless `aws.region` is set, is what aws-config's default region chain
+    /// resolves (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, IMDS), like every
+    /// AWS tool. It is asked only when `input` goes to aws without a region of its own: the chain
+    /// reads the profile files and may try IMDS, which a local run must not pay for.
+    pub fn spec_defaults(&self, input: &SpecInput) -> Defaults {
         let mut regions = BTreeMap::new();
         regions.insert("local".to_string(), self.local.region.clone());
-        if let Some(r) = self
-            .aws
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-        {
+        let provider = input.provider.as_deref().unwrap_or(&self.defaults.provider);
+        let aws_region = match &self.aws.region {
+            Some(r) => Some(r.clone()),
+            None if provider == "aws" && input.region.is_none() => {
+                crate::provider::aws::client::default_region()
+            }
+            None => None,
+        };
+        if let Some(r) = aws_region {
             regions.insert("aws".to_string(), r);
         }
         #[cfg(feature = "testbed")]

@@ -325,3 +325,145 @@ async fn plan_checks_credentials_permissions_and_zones_and_lists_what_it_creates
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn region_comes_from_aws_default_region_or_the_profile_like_every_aws_tool() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let plan_region = |cmd: &mut std::process::Command| {
+        let out = cmd.env_remove("AWS_REGION").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["spec"]["region"].as_str().unwrap_or_default().to_string()
+    };
+    let args = ["plan", "db", "--provider", "aws", "--output", "json"];
+
+    let mut cmd = env.command(&args, None);
+    cmd.env("AWS_DEFAULT_REGION", "eu-west-1");
+    assert_eq!(plan_region(&mut cmd), "eu-west-1");
+
+    let profile = env.path("aws-config");
+    std::fs::write(&profile, "[profile dbctl-test]\nregion = ap-southeast-2\n").unwrap();
+    let mut cmd = env.command(&args, None);
+    cmd.env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", &profile)
+        .env("AWS_PROFILE", "dbctl-test");
+    assert_eq!(plan_region(&mut cmd), "ap-southeast-2");
+
+    // With no region anywhere, validation names the field (exit 2) and nothing is journaled.
+    let out = env
+        .command(&args, None)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("region"), "{}", stderr(&out));
+    assert!(!env.journal_path().exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_or_unreachable_network_settings_are_refused_before_anything_is_created() {
+    let _moto = moto::session().await;
+    let narrow = "ssh_cidr = \"203.0.113.0/24\"\n";
+    let halves = format!("{narrow}extra_pg_cidrs = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n");
+    let private = format!("{narrow}public = false\n");
+    let cases: Vec<(String, Vec<&str>, &str)> = vec![
+        // From the config file, not only from the flag.
+        ("ssh_cidr = \"0.0.0.0/0\"\n".into(), vec![], "aws.ssh_cidr:"),
+        ("ssh_cidr = \"::/0\"\n".into(), vec![], "aws.ssh_cidr:"),
+        ("".into(), vec!["--ssh-cidr", "::/0"], "ssh_cidr:"),
+        // Two halves are the whole internet as much as 0.0.0.0/0 is.
+        (halves, vec![], "aws.extra_pg_cidrs:"),
+        // No SSH rule: nothing could reach the private-only instance, deploy would only wait.
+        ("ssh_wait_secs = 2\n".into(), vec![], "ssh_cidr:"),
+        (private, vec![], "aws.public:"),
+    ];
+    for (aws, flags, field) in cases {
+        let env = Env::aws(&format!("[aws]\n{aws}"));
+        let mut args = vec!["create", "db"];
+        args.extend(flags);
+        let out = env.run(&args, None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{aws}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(field), "{aws}: {err}");
+        assert!(!env.journal_path().exists(), "{aws}: nothing journaled");
+    }
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let managed = aws_sdk_ec2::types::Filter::builder()
+        .name("tag-key")
+        .values("dbctl:managed")
+        .build();
+    let vpcs = ec2
+        .sdk()
+        .describe_vpcs()
+        .filters(managed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(vpcs.vpcs().is_empty(), "{vpcs:?}");
+    let inst = ec2.sdk().describe_instances().send().await.unwrap();
+    assert!(inst.reservations().is_empty(), "{inst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_tags_and_the_ttl_are_on_every_resource_dbctl_creates() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let args = [
+        "create",
+        "db",
+        "--tag",
+        "team=payments",
+        "--ttl",
+        "2h",
+        "--on-failure",
+        "keep",
+    ];
+    let out = env.run(&args, None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    // resource id -> value of `key`, for every resource EC2 reports with that tag.
+    let tagged = |key: &'static str| {
+        let ec2 = ec2.clone();
+        async move {
+            let f = aws_sdk_ec2::types::Filter::builder()
+                .name("key")
+                .values(key)
+                .build();
+            let out = ec2.sdk().describe_tags().filters(f).send().await.unwrap();
+            out.tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.resource_id().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect::<BTreeMap<String, String>>()
+        }
+    };
+    let of_run = tagged("dbctl:run").await;
+    let team = tagged("team").await;
+    let expires = tagged("dbctl:expires-at").await;
+    let kinds: Vec<&str> = of_run
+        .keys()
+        .map(|id| id.split('-').next().unwrap())
+        .collect();
+    for k in ["vpc", "subnet", "igw", "rtb", "sg", "i", "vol"] {
+        assert!(kinds.contains(&k), "no {k} tagged with the run: {of_run:?}");
+    }
+    let ids = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(ids(&team), ids(&of_run), "team tag missing somewhere");
+    assert_eq!(ids(&expires), ids(&of_run), "expires-at missing somewhere");
+    assert!(team.values().all(|v| v == "payments"), "{team:?}");
+    let now = std::time::SystemTime::now();
+    for v in expires.values() {
+        let at = humantime::parse_rfc3339(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        let left = at.duration_since(now).unwrap().as_secs();
+        assert!((7000..=7200).contains(&left), "{v} is not ~2h from now");
+    }
+    assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
+}

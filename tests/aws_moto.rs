@@ -33,6 +33,7 @@ fn run(id: &str) -> RunTags {
         project: "shop".into(),
         instance: "db1".into(),
         generation: 2,
+        extra: Default::default(),
     }
 }
 
@@ -253,6 +254,27 @@ async fn provisions_tagged_hardened_resources() {
         bdm.ebs().and_then(|e| e.delete_on_termination()),
         Some(true)
     );
+
+    // Root volume: encrypted by dbctl's own mapping, not only when the account default says so.
+    let roots = sdk
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(&st.vm.instance_id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let root: Vec<_> = roots
+        .volumes()
+        .iter()
+        .filter(|v| v.volume_id() != Some(st.vol.volume_id.as_str()))
+        .collect();
+    assert_eq!(root.len(), 1, "{roots:?}");
+    assert_eq!(root[0].attachments()[0].device(), Some("/dev/xvda"));
+    assert_eq!(root[0].encrypted(), Some(true), "{:?}", root[0]);
 
     let kp = sdk
         .describe_key_pairs()

@@ -137,6 +137,8 @@ impl SpecArgs {
             tags: (!tags.is_empty()).then_some(tags),
             ttl: self.ttl.clone(),
         };
-        validate(base.overlay(flags), &config.spec_defaults())
+        let input = base.overlay(flags);
+        let defaults = config.spec_defaults(&input);
+        validate(input, &defaults)
     }
 }

@@ -1,7 +1,8 @@
 //! Building the SDK clients (EC2 here, Route53 in [`super::route53`]) from one shared loader.
 //!
 //! Everything standard is left to `aws-config` so dbctl behaves like the AWS CLI: credentials
-//! from env / profile / SSO / web identity / IMDS, region from `AWS_REGION` or the profile, and the
+//! from env / profile / SSO / web identity / IMDS, region from `AWS_REGION`, `AWS_DEFAULT_REGION` or
+//! the profile ([`default_region`] for validation, before any client exists), and the
 //! endpoint from the service variable (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL_ROUTE_53`) or
 //! `AWS_ENDPOINT_URL` (how the tests point at moto).
 //!
@@ -58,7 +59,7 @@ pub(crate) async fn load(settings: &AwsSettings, what: &str) -> Result<Loaded, A
         return Err(AwsError::invalid(
             "connect",
             what,
-            "no AWS region: set aws.region in the project, AWS_REGION, or a profile region",
+            "no AWS region: set aws.region in the project, AWS_REGION, AWS_DEFAULT_REGION, or a profile region",
         ));
     };
     Ok(Loaded { sdk, region, http })
@@ -90,6 +91,30 @@ fn with_faults(
     _http: SharedHttpClient,
 ) -> Result<aws_sdk_ec2::config::Builder, AwsError> {
     Ok(builder)
+}
+
+/// The region aws-config's default chain resolves when dbctl's config names none:
+/// `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` (`AWS_PROFILE`, `AWS_CONFIG_FILE`),
+/// then IMDS (unless `AWS_EC2_METADATA_DISABLED`). `None` when none of them has one.
+///
+/// Blocking, because spec validation is synchronous: the chain runs on a helper thread with its
+/// own runtime (a runtime cannot be blocked on from inside another one's task).
+pub fn default_region() -> Option<String> {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            load(&AwsSettings::default(), "region lookup")
+                .await
+                .ok()
+                .map(|l| l.region)
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 /// Builds an [`Ec2`] from the standard AWS configuration chain plus `settings`.

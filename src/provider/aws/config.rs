@@ -50,6 +50,10 @@ impl Cidr {
         let (addr, prefix) = text
             .split_once('/')
             .ok_or_else(|| format!("{text:?} is not a CIDR (expected a.b.c.d/n)"))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+            // Refused outright, `::/0` included: the firewall has no IPv6 rules.
+            return Err(format!("{text:?}: IPv6 ranges are not supported"));
+        }
         let addr: Ipv4Addr = addr
             .parse()
             .map_err(|_| format!("{text:?}: {addr:?} is not an IPv4 address"))?;
@@ -76,6 +80,12 @@ impl Cidr {
     /// True for `0.0.0.0/0`-style "the whole internet" ranges.
     pub fn is_everything(&self) -> bool {
         self.prefix == 0
+    }
+
+    /// The first and last address of the range, as numbers.
+    fn bounds(&self) -> (u64, u64) {
+        let first = u64::from(u32::from(self.addr));
+        (first, first + (1u64 << (32 - self.prefix)) - 1)
     }
 
     /// The `index`-th subnet of `prefix` bits inside this network, or `None` when it does not fit.
@@ -108,6 +118,22 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// True when `ranges` together cover every IPv4 address (`0.0.0.0/1` + `128.0.0.0/1` opens a
+/// port to the internet just as `0.0.0.0/0` does, and a security group takes both).
+pub fn covers_everything(ranges: &[Cidr]) -> bool {
+    let mut bounds: Vec<(u64, u64)> = ranges.iter().map(Cidr::bounds).collect();
+    bounds.sort();
+    // `next` is the lowest address not yet covered by the ranges seen so far.
+    let mut next = 0u64;
+    for (first, last) in bounds {
+        if first > next {
+            return false;
+        }
+        next = next.max(last + 1);
+    }
+    next > u64::from(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +146,25 @@ mod tests {
         assert!(Cidr::parse("10.42.0.0/33").is_err());
         assert!(Cidr::parse("0.0.0.0/0").unwrap().is_everything());
         assert!(Cidr::parse("::/0").is_err());
+    }
+
+    #[test]
+    fn ranges_that_add_up_to_the_internet_are_everything() {
+        let c =
+            |list: &[&str]| -> Vec<Cidr> { list.iter().map(|s| Cidr::parse(s).unwrap()).collect() };
+        assert!(covers_everything(&c(&["0.0.0.0/0"])));
+        assert!(covers_everything(&c(&["128.0.0.0/1", "0.0.0.0/1"])));
+        assert!(covers_everything(&c(&[
+            "0.0.0.0/2",
+            "64.0.0.0/2",
+            "10.0.0.0/8",
+            "128.0.0.0/1"
+        ])));
+        assert!(!covers_everything(&c(&["0.0.0.0/1", "128.0.0.0/2"])));
+        assert!(!covers_everything(&c(&["0.0.0.0/1", "192.0.0.0/2"])));
+        assert!(!covers_everything(&c(&["10.0.0.0/8"])));
+        assert!(!covers_everything(&[]));
+        assert!(Cidr::parse("::/0").unwrap_err().contains("IPv6"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The VM that runs PostgreSQL: launched with IMDSv2 enforced and tagged on launch.
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, Instance, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, ResourceType,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Instance, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType, VolumeType,
 };
 
 use super::Ec2;
@@ -54,6 +54,31 @@ fn instance_out(i: &Instance) -> InstanceOut {
         private_ip: i.private_ip_address().map(str::to_string),
         public_ip: i.public_ip_address().map(str::to_string),
     }
+}
+
+/// The AMI's root device: its name, and the size its image maps there (GiB), if it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RootDevice {
+    pub name: String,
+    pub size_gib: Option<i32>,
+}
+
+/// The root volume as dbctl launches it: encrypted (the account's default EBS key) whatever the
+/// account's encrypt-by-default setting says, gp3, and gone with the instance. Mapped onto the
+/// AMI's own root device name, which is what makes EC2 apply it to the root volume; the image's
+/// own size is repeated because some endpoints (moto) require a size in every EBS mapping.
+pub(crate) fn root_volume(root: &RootDevice) -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name(&root.name)
+        .ebs(
+            EbsBlockDevice::builder()
+                .encrypted(true)
+                .volume_type(VolumeType::Gp3)
+                .delete_on_termination(true)
+                .set_volume_size(root.size_gib)
+                .build(),
+        )
+        .build()
 }
 
 fn state_of(i: &Instance) -> Option<&InstanceStateName> {
@@ -146,6 +171,7 @@ impl Ec2 {
             .clone()
             .unwrap_or_else(|| self.settings.instance_type.clone());
         let ami = self.resolve_ami(req.ami.as_deref(), &instance_type).await?;
+        let root_device = self.root_device(&ami).await?;
         let metadata = InstanceMetadataOptionsRequest::builder()
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .http_tokens(HttpTokensState::Required)
@@ -162,6 +188,7 @@ impl Ec2 {
             .subnet_id(&req.subnet_id)
             .security_group_ids(&req.security_group_id)
             .metadata_options(metadata)
+            .block_device_mappings(root_volume(&root_device))
             .client_token(client_token)
             .tag_specifications(tags.spec(ResourceType::Instance, step))
             .tag_specifications(tags.spec(ResourceType::Volume, step));
@@ -176,6 +203,30 @@ impl Ec2 {
             .ok_or_else(|| AwsError::not_yet("RunInstances", label, "response had no instance"))?;
         tracing::info!(instance = id, step, ami, "launched instance");
         Ok(id.to_string())
+    }
+
+    /// The AMI's root device (`/dev/xvda` on Debian's images), where the root volume's mapping
+    /// must go; `Permanent` when the image does not exist.
+    async fn root_device(&self, ami: &str) -> Result<RootDevice, AwsError> {
+        let out = self
+            .client
+            .describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .map_err(fail("DescribeImages", ami))?;
+        let image = out
+            .images()
+            .first()
+            .ok_or_else(|| AwsError::invalid("DescribeImages", ami, "no such image"))?;
+        let name = image.root_device_name().unwrap_or("/dev/xvda").to_string();
+        let size_gib = image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some(name.as_str()))
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.volume_size());
+        Ok(RootDevice { name, size_gib })
     }
 
     /// Polls until `instance_id` is running; NotFound right after launch is waited out.
@@ -342,5 +393,24 @@ impl Ec2 {
             .flat_map(|r| r.instances())
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_volume_is_encrypted_gp3_on_the_amis_root_device() {
+        let m = root_volume(&RootDevice {
+            name: "/dev/xvda".into(),
+            size_gib: Some(8),
+        });
+        assert_eq!(m.device_name(), Some("/dev/xvda"));
+        let ebs = m.ebs().expect("an EBS mapping");
+        assert_eq!(ebs.volume_size(), Some(8));
+        assert_eq!(ebs.encrypted(), Some(true));
+        assert_eq!(ebs.volume_type(), Some(&VolumeType::Gp3));
+        assert_eq!(ebs.delete_on_termination(), Some(true));
     }
 }

@@ -3,10 +3,12 @@
 //! Files, one concept each: [`client`] builds the SDK clients (credentials, region, endpoint,
 //! retry split), [`error`] classifies failures as transient or permanent, [`tags`] names and
 //! finds what dbctl created, [`network`] and [`routing`] the VPC/subnets/internet access,
-//! [`security_group`] the firewall, [`keypair`], [`ami`], [`instance`], [`volume`], and
+//! [`security_group`] the firewall (`ingress` refuses open or unreachable settings before a run
+//! starts), [`keypair`], [`ami`], [`instance`], [`volume`], and
 //! [`sweep`] finds and removes everything of a run. [`route53`] publishes an instance's names in
 //! the account's private hosted zone. [`fault`] injects SDK-level failures into EC2 calls for
-//! tests (`DBCTL_AWS_FAULTS`).
+//! tests (`DBCTL_AWS_FAULTS`); `iam_policy` (tests only) checks that
+//! `examples/aws-iam-policy.json` allows every call made here.
 //!
 //! The contract every saga step relies on:
 //! * `ensure_*` first looks up the resource by its run+step tags and adopts it, then creates
@@ -24,6 +26,9 @@ pub mod error;
 // armed only with the `faults` feature (client.rs).
 #[cfg_attr(not(feature = "faults"), allow(dead_code))]
 pub mod fault;
+#[cfg(test)]
+mod iam_policy;
+mod ingress;
 pub mod instance;
 pub mod keypair;
 pub mod network;

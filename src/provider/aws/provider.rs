@@ -41,7 +41,10 @@ impl Aws {
         let mut envs = self.envs.lock().unwrap_or_else(|p| p.into_inner());
         envs.entry(run.run_id.to_string())
             .or_insert_with(|| {
-                Arc::new(AwsEnv::new(&self.config, run.spec, self.state_dir.clone()))
+                Arc::new(
+                    AwsEnv::new(&self.config, run.spec, self.state_dir.clone())
+                        .for_instance(run.instance_id),
+                )
             })
             .clone()
     }
@@ -105,7 +108,7 @@ impl Provider for Aws {
                 "aws: HA (streaming replicas) is not implemented in this build yet",
             ));
         }
-        Ok(())
+        super::ingress::check(&self.config, spec)
     }
 
     async fn preflight_online(

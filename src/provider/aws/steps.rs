@@ -26,6 +26,10 @@ pub struct AwsEnv {
     pub state_dir: PathBuf,
     project: String,
     instance: String,
+    /// The user's `--tag`s, put on every resource.
+    user_tags: std::collections::BTreeMap<String, String>,
+    /// The journal's instance id, whose TTL becomes the `dbctl:expires-at` tag.
+    instance_id: Option<String>,
     ec2: OnceCell<Ec2>,
 }
 
@@ -58,8 +62,16 @@ impl AwsEnv {
             state_dir,
             project: spec.project.clone(),
             instance: spec.name.clone(),
+            user_tags: spec.tags.clone(),
+            instance_id: None,
             ec2: OnceCell::new(),
         }
+    }
+
+    /// The same environment for the journal's instance `id` (a run's steps, not a preflight).
+    pub fn for_instance(mut self, id: &str) -> AwsEnv {
+        self.instance_id = Some(id.to_string());
+        self
     }
 
     pub async fn ec2(&self) -> Result<&Ec2, StepError> {
@@ -70,13 +82,34 @@ impl AwsEnv {
     }
 
     /// The tags of this run; the generation moves on after a rollback of the step.
-    pub fn tags(&self, ctx: &StepCtx) -> RunTags {
-        RunTags {
+    pub fn tags(&self, ctx: &StepCtx) -> Result<RunTags, StepError> {
+        let mut extra = self.user_tags.clone();
+        if let Some(at) = self.expires_at(ctx)? {
+            extra.insert(super::tags::TAG_EXPIRES_AT.to_string(), at);
+        }
+        Ok(RunTags {
             run_id: ctx.run_id.clone(),
             project: self.project.clone(),
             instance: self.instance.clone(),
             generation: ctx.generation,
-        }
+            extra,
+        })
+    }
+
+    /// The instance's expiry as RFC 3339 (UTC), read from the journal: admission fixed it, so
+    /// every step and every resume tags the same instant.
+    fn expires_at(&self, ctx: &StepCtx) -> Result<Option<String>, StepError> {
+        let Some(id) = &self.instance_id else {
+            return Ok(None);
+        };
+        let row = ctx
+            .journal
+            .instance(id)
+            .map_err(|e| StepError::Transient(format!("journal: {e}")))?;
+        Ok(row.and_then(|r| r.expires_at).map(|ms| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+            humantime::format_rfc3339_seconds(at).to_string()
+        }))
     }
 }
 
@@ -111,7 +144,7 @@ fn json<T: Serialize>(v: T) -> Value {
 impl Step for AwsStep {
     async fn execute(&self, ctx: &StepCtx) -> Result<Value, StepError> {
         let ec2 = self.env.ec2().await?;
-        let tags = self.env.tags(ctx);
+        let tags = self.env.tags(ctx)?;
         let step = self.step.as_str();
         let kind = match &self.action {
             Action::Network => "vpc",
@@ -173,6 +206,8 @@ impl Step for AwsStep {
                     },
                     private_ip: "dhcp",
                     ssh_public_key: &key.public_openssh(),
+                    // The AMI's own login (`admin` on Debian) must survive for the operator.
+                    keep_default_user: true,
                 })
                 .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
                 let req = InstanceRequest {
@@ -226,7 +261,7 @@ impl Step for AwsStep {
 
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
         let ec2 = self.env.ec2().await?;
-        let tags = self.env.tags(ctx);
+        let tags = self.env.tags(ctx)?;
         let step = self.step.as_str();
         let (kind, res) = match &self.action {
             Action::Network => (

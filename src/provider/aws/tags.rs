@@ -4,6 +4,8 @@
 //! visible untagged (a crash between "create" and "tag" would otherwise leak it). Lookups use
 //! `dbctl:run` + `dbctl:step`: that pair names exactly one logical resource of a run.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
 pub const TAG_MANAGED: &str = "dbctl:managed";
@@ -12,6 +14,8 @@ pub const TAG_PROJECT: &str = "dbctl:project";
 pub const TAG_INSTANCE: &str = "dbctl:instance";
 pub const TAG_STEP: &str = "dbctl:step";
 pub const TAG_GENERATION: &str = "dbctl:generation";
+/// When the instance's `--ttl` runs out (RFC 3339, UTC), so account-wide cleanup tools can see it.
+pub const TAG_EXPIRES_AT: &str = "dbctl:expires-at";
 
 /// Identifies what a resource belongs to; every create call tags with all of these plus `step`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +27,9 @@ pub struct RunTags {
     pub instance: String,
     /// Bumped when an instance is rebuilt, so old and new resources can be told apart.
     pub generation: u32,
+    /// The user's `--tag`s and `dbctl:expires-at`: put on every resource beside dbctl's own.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl RunTags {
@@ -37,8 +44,16 @@ impl RunTags {
             (TAG_GENERATION, self.generation.to_string()),
             ("Name", self.name_for(step)),
         ];
+        let own: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+        // A user tag never replaces one of dbctl's (validation reserves `dbctl:`; `Name` is ours).
+        let extra = self
+            .extra
+            .iter()
+            .filter(|(k, _)| !own.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.clone()));
         pairs
             .into_iter()
+            .chain(extra)
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect()
     }
@@ -102,8 +117,23 @@ mod tests {
             project: "p".into(),
             instance: "db1".into(),
             generation: 3,
+            extra: [
+                ("team".to_string(), "payments".to_string()),
+                ("Name".to_string(), "mine".to_string()),
+                (
+                    TAG_EXPIRES_AT.to_string(),
+                    "2026-12-02T16:00:00Z".to_string(),
+                ),
+            ]
+            .into(),
         };
         let tags = t.tags_for("network");
+        assert_eq!(tag_value(&tags, "team"), Some("payments"));
+        assert_eq!(
+            tag_value(&tags, TAG_EXPIRES_AT),
+            Some("2026-12-02T16:00:00Z")
+        );
+        assert_eq!(tags.iter().filter(|t| t.key() == Some("Name")).count(), 1);
         assert_eq!(tag_value(&tags, TAG_RUN), Some("r1"));
         assert_eq!(tag_value(&tags, TAG_STEP), Some("network"));
         assert_eq!(tag_value(&tags, TAG_GENERATION), Some("3"));

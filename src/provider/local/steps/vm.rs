@@ -183,6 +183,8 @@ impl VmStep {
             role,
             private_ip: &ip,
             ssh_public_key: &key.public_openssh(),
+            // dbctl's own image configures no default user for cloud-init to create.
+            keep_default_user: false,
         })
         .map_err(|e| StepError::Permanent(format!("user-data template: {e}")))?;
         // A new instance-id per generation: a recreated VM must be seeded afresh.
