@@ -184,6 +184,7 @@ pub struct LocalSection {
     /// Zones are labels the scheduler spreads nodes over.
     pub zones: Vec<String>,
     /// `auto` (KVM where it really works, else TCG), `kvm` or `tcg`.
+    #[serde(deserialize_with = "accel_mode")]
     pub accel: String,
     /// How long a VM may take from start to a verified SSH session.
     pub boot_timeout_secs: u64,
@@ -191,6 +192,18 @@ pub struct LocalSection {
     /// one by one; nothing else is reachable): that image has no PostgreSQL, which is
     /// installed from its own package sources on first boot.
     pub package_hosts: Vec<String>,
+}
+
+/// Refuses an accelerator QEMU would not be started with (it used to fall back to TCG silently).
+fn accel_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "auto" | "kvm" | "tcg" => Ok(s),
+        _ => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(&s),
+            &"auto, kvm or tcg",
+        )),
+    }
 }
 
 impl Default for LocalSection {
@@ -309,10 +322,8 @@ impl Config {
             }
         };
         toml::from_str(&text).map_err(|e| {
-            let msg = e.message().lines().next().unwrap_or("invalid TOML");
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-            ValidationError::new("config", format!("{}: {msg}{at}", path.display()))
+            let msg = crate::toml_error::describe(&text, &e);
+            ValidationError::new("config", format!("{}: {msg}", path.display()))
         })
     }
 

@@ -21,3 +21,4 @@ pub mod saga;
 pub mod scheduler;
 pub mod spec;
 pub mod ssh;
+pub mod toml_error;

@@ -3,10 +3,24 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 use dbctl::cli::{Cli, Output};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and `dbctl` alone: clap's own text, as clap prints it.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e.render().to_string()));
+            return ExitCode::from(dbctl::error::exit::USAGE);
+        }
+    };
     let json = cli.output == Output::Json;
     let filter = match cli.verbose {
         0 => "warn",
@@ -43,4 +57,15 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A usage error in one line, like every other dbctl error: clap's first paragraph (which names
+/// the flag and, for a bad value, the possible values), without the usage block after it.
+fn usage_error_line(rendered: &str) -> String {
+    let first: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    format!("{} (see --help)", first.join(" "))
 }

@@ -3,6 +3,7 @@
 
 mod backup;
 mod cluster;
+mod completions;
 mod connect;
 mod create;
 mod destroy;
@@ -130,6 +131,10 @@ pub enum Command {
     Failover(failover::FailoverArgs),
     /// HA: bring a member back (start its VM, rejoin; rebuild its data only if needed)
     Reinit(reinit::ReinitArgs),
+    /// Print a shell completion script (bash, zsh, fish) generated from these definitions
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write every command's page into a directory)
+    Man(completions::ManArgs),
     /// Internal: the private-network hub of a local VPC (started by dbctl, detached)
     #[command(hide = true)]
     LocalHub {
@@ -146,6 +151,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Relay { target } = &cli.command {
         return crate::provider::local::relay::run(target)
             .map_err(|e| anyhow::anyhow!("relay to {target}: {e}").into());
+    }
+    // Generated from the clap types alone: no config or journal needed (or read).
+    match cli.command {
+        Command::Completions(a) => return Ok(completions::run_completions(a)?),
+        Command::Man(a) => return Ok(completions::run_man(a)?),
+        _ => {}
     }
     let (config_path, explicit) = match cli.config {
         Some(p) => (p, true),
@@ -173,7 +184,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Switchover(a) => switchover::run(&app, a).await,
         Command::Failover(a) => failover::run(&app, a).await,
         Command::Reinit(a) => reinit::run(&app, a).await,
-        Command::Relay { .. } => unreachable!("handled before the config is loaded"),
+        Command::Relay { .. } | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled before the config is loaded")
+        }
         Command::LocalHub { socket } => {
             crate::provider::local::hub::serve(&socket)
                 .map_err(|e| anyhow::anyhow!("local hub {}: {e}", socket.display()))?;

@@ -104,6 +104,9 @@ impl Journal {
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.into()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Before anything writes to it (WAL mode is written into the file's header): a file
+        // that is not SQLite, or another application's database, is refused untouched.
+        schema::check_is_journal(&conn).map_err(open_err)?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -105,6 +105,27 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Whether `conn` is a dbctl journal, or an empty file that may become one: refuses a file
+/// that is not SQLite, and a database of another application (tables, but not dbctl's).
+pub fn check_is_journal(conn: &Connection) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tables = table_names(conn).map_err(|e| format!("not a dbctl journal ({e})"))?;
+    if tables.is_empty() || tables.iter().any(|t| t == "runs") {
+        return Ok(());
+    }
+    Err(format!(
+        "not a dbctl journal: a SQLite database of another application (tables {}); \
+         point --journal or DBCTL_JOURNAL at dbctl's journal",
+        tables.join(", ")
+    )
+    .into())
+}
+
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    st.query_map([], |r| r.get(0))?.collect()
+}
+
 /// Brings the schema up to date, each migration in its own transaction.
 pub fn migrate(conn: &Connection) -> Result<()> {
     let known = MIGRATIONS.len() as i64;

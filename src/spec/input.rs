@@ -43,21 +43,8 @@ impl SpecInput {
             ValidationError::new("file", format!("cannot read {}: {e}", path.display()))
         })?;
         toml::from_str(&text).map_err(|e| {
-            // toml's message spans several lines (it quotes the input); keep the first.
-            let msg = e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_string();
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            ValidationError::new("file", format!("{}: {msg}{at}", path.display()))
+            let msg = crate::toml_error::describe(&text, &e);
+            ValidationError::new("file", format!("{}: {msg}", path.display()))
         })
     }
 
