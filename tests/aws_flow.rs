@@ -467,3 +467,49 @@ async fn user_tags_and_the_ttl_are_on_every_resource_dbctl_creates() {
     }
     assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_node_fails_at_once_instead_of_waiting_out_ssh_wait() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let out = env.run(&["create", "db", "--on-failure", "keep"], None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let iid = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "provision.vm.primary")
+        .unwrap()["outputs"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    ec2.sdk()
+        .terminate_instances()
+        .instance_ids(&iid)
+        .send()
+        .await
+        .unwrap();
+    // A long wait from now on: a node-side step that still waited for the host key would take
+    // it in full, once per step that touches the node (resume, then every rollback undo).
+    let cfg = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    std::fs::write(
+        env.path("config.toml"),
+        cfg.replace("ssh_wait_secs = 2", "ssh_wait_secs = 120"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&["resume", &run], None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is terminated"), "{}", stderr(&out));
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+}

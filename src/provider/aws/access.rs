@@ -87,6 +87,15 @@ impl NodeAccess for AwsAccess {
         if let Some(s) = all.get(&vm.instance_id).filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
+        // A node that is gone never answers: say so at once instead of waiting out ssh_wait
+        // (every rollback step that undoes something on the node would wait again).
+        let ec2 = self.env.ec2().await?;
+        if let Some(state) = ec2.instance_gone(&vm.instance_id).await.map_err(step_err)? {
+            return Err(StepError::Permanent(format!(
+                "{node}: instance {} is {state}; it cannot be reached",
+                vm.instance_id
+            )));
+        }
         let deadline = Instant::now() + self.env.ssh_wait;
         let host_key = self.host_key(&vm, deadline).await?;
         let host = vm

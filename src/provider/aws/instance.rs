@@ -354,6 +354,21 @@ impl Ec2 {
         .await
     }
 
+    /// `Some(state)` when the instance can no longer be reached: `terminated`, `shutting-down`,
+    /// `stopping`, `stopped`, or `absent` (EC2 does not know it); `None` while it may run.
+    pub async fn instance_gone(&self, id: &str) -> Result<Option<String>, AwsError> {
+        use InstanceStateName as S;
+        Ok(match self.describe_instance(id).await? {
+            None => Some("absent".to_string()),
+            Some(i) => match state_of(&i) {
+                Some(s @ (S::Terminated | S::ShuttingDown | S::Stopping | S::Stopped)) => {
+                    Some(s.as_str().to_string())
+                }
+                _ => None,
+            },
+        })
+    }
+
     /// One instance by id; `None` when EC2 does not know it (yet, or any more).
     pub(crate) async fn describe_instance(&self, id: &str) -> Result<Option<Instance>, AwsError> {
         let out = self
