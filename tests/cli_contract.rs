@@ -488,3 +488,26 @@ fn day2_commands_refuse_what_is_not_an_ha_cluster_and_record_nothing() {
     );
     assert_eq!(runs(), before, "nothing recorded");
 }
+
+#[test]
+fn create_json_ends_with_what_a_pipeline_needs() {
+    let env = Env::new();
+    let (code, v) = env.json(&["create", "db", "--ttl", "2h"]);
+    assert_eq!(code, 0, "{v}");
+    let run = v["run"]["id"].as_str().unwrap();
+    assert!(run.starts_with("run-"), "{v}");
+    assert_eq!(v["run"]["state"], "succeeded");
+    assert_eq!(v["instance"]["name"], "db");
+    assert_eq!(v["instance"]["state"], "running");
+    assert!(v["instance"]["expires_at"].is_i64(), "{v}");
+    assert!(v["endpoints"].is_array(), "{v}");
+    assert_eq!(v["connect"], "dbctl connect db --project default");
+    // The testbed records no endpoint, so there is nothing to connect to (yet) — and never a
+    // password without --show-secrets.
+    assert!(v["connection"].is_null(), "{v}");
+    assert!(!v.to_string().contains("password"), "{v}");
+    // The same document when the idempotency key returns the finished run.
+    let (code, again) = env.json(&["create", "db", "--ttl", "2h", "--show-secrets"]);
+    assert_eq!((code, again["run"]["id"].as_str()), (0, Some(run)));
+    assert_eq!(again["instance"]["name"], "db");
+}

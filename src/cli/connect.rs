@@ -62,10 +62,10 @@ struct ConnectView {
 }
 
 #[derive(Serialize, Clone)]
-struct HostView {
-    node: String,
-    host: String,
-    port: u16,
+pub(super) struct HostView {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
 }
 
 /// The nodes a URI names: every registered node of a Patroni cluster; otherwise (single
@@ -114,61 +114,95 @@ fn hosts_of(
     (!hosts.is_empty()).then_some((hosts, template))
 }
 
-pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
-    let (journal, instance, run) =
-        operations::instance_with_run(app, &args.name, args.project.as_deref())?;
-    let patroni = super::cluster::is_patroni(&run);
-    let steps = journal.steps(&run.id)?;
-    let (hosts, ep) = hosts_of(&steps, args.replica, patroni).ok_or_else(|| {
+/// What a connection URI is made of, with the role's password kept apart from it.
+pub(super) struct Target {
+    pub hosts: Vec<HostView>,
+    pub user: String,
+    pub database: String,
+    pub ca_file: std::path::PathBuf,
+    pub attrs: Option<&'static str>,
+    pub password: String,
+}
+
+impl Target {
+    /// The URI; the password is in it only when `with_password`.
+    pub fn uri(&self, with_password: bool) -> String {
+        let mut query = format!("sslmode=verify-full&sslrootcert={}", self.ca_file.display());
+        if let Some(a) = self.attrs {
+            // A dead node's address may time out rather than refuse (a cloud VM that is gone).
+            query += &format!("&target_session_attrs={a}&connect_timeout=10");
+        }
+        let host_list = self
+            .hosts
+            .iter()
+            .map(|h| format!("{}:{}", h.host, h.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let auth = match with_password {
+            true => format!("{}:{}", self.user, self.password),
+            false => self.user.clone(),
+        };
+        format!("postgresql://{auth}@{host_list}/{}?{query}", self.database)
+    }
+}
+
+/// How to reach `instance` (built by `run`) as `user` (default: its first role).
+pub(super) fn target(
+    app: &App,
+    instance: &crate::journal::InstanceRow,
+    run: &crate::journal::RunRow,
+    steps: &[crate::journal::StepRow],
+    user: Option<String>,
+    replica: bool,
+) -> Result<Target, CliError> {
+    let name = &instance.name;
+    let patroni = super::cluster::is_patroni(run);
+    let (hosts, ep) = hosts_of(steps, replica, patroni).ok_or_else(|| {
         CliError::NotFound(format!(
-            "{}: not ready yet (no endpoint recorded; see dbctl status {})",
-            args.name, args.name
+            "{name}: not ready yet (no endpoint recorded; see dbctl status {name})"
         ))
     })?;
-    let user = args.user.unwrap_or(ep.user.clone());
+    let user = user.unwrap_or(ep.user.clone());
     let password = SecretStore::new(&app.state_dir())
         .existing(&instance.id, &user)
-        .ok_or_else(|| {
-            CliError::NotFound(format!("{}: no password stored for role {user}", args.name))
-        })?;
-    let attrs = match (patroni, args.replica) {
+        .ok_or_else(|| CliError::NotFound(format!("{name}: no password stored for role {user}")))?;
+    let attrs = match (patroni, replica) {
         (true, false) => Some("read-write"),
         (true, true) => Some("prefer-standby"),
         _ => None,
     };
-    let mut query = format!("sslmode=verify-full&sslrootcert={}", ep.ca_file.display());
-    if let Some(a) = attrs {
-        // A dead node's address may time out rather than refuse (a cloud VM that is gone).
-        query += &format!("&target_session_attrs={a}&connect_timeout=10");
-    }
-    let host_list = hosts
-        .iter()
-        .map(|h| format!("{}:{}", h.host, h.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    Ok(Target {
+        hosts,
+        user,
+        database: ep.database,
+        ca_file: ep.ca_file,
+        attrs,
+        password,
+    })
+}
+
+pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
+    let (journal, instance, run) =
+        operations::instance_with_run(app, &args.name, args.project.as_deref())?;
+    let steps = journal.steps(&run.id)?;
+    let t = target(app, &instance, &run, &steps, args.user, args.replica)?;
     if args.psql {
         let err = std::process::Command::new("psql")
-            .arg(format!(
-                "postgresql://{user}@{host_list}/{}?{query}",
-                ep.database
-            ))
-            .env("PGPASSWORD", &password)
+            .arg(t.uri(false))
+            .env("PGPASSWORD", &t.password)
             .exec();
         return Err(anyhow::anyhow!("cannot run psql: {err}").into());
     }
     let view = ConnectView {
-        uri: format!(
-            "postgresql://{user}:{password}@{host_list}/{}?{query}",
-            ep.database
-        ),
-        host: hosts[0].host.clone(),
-        port: hosts[0].port,
-        hosts: hosts.clone(),
-        database: ep.database,
-        user,
+        uri: t.uri(true),
+        host: t.hosts[0].host.clone(),
+        port: t.hosts[0].port,
+        hosts: t.hosts.clone(),
+        database: t.database,
+        user: t.user,
         sslmode: "verify-full",
-        sslrootcert: ep.ca_file,
-        target_session_attrs: attrs,
+        sslrootcert: t.ca_file,
+        target_session_attrs: t.attrs,
     };
     emit(app, &view, || view.uri.clone());
     Ok(())

@@ -1,6 +1,7 @@
 //! `dbctl create`: validate, admit (idempotency, quotas), then drive the run.
 
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use super::output::{RunView, emit, render_run};
 use super::spec_args::SpecArgs;
@@ -36,11 +37,86 @@ pub struct CreateArgs {
     /// What to do when a step fails for good
     #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
     pub on_failure: OnFailure,
+
+    /// With --output json: put the password in `connection` (otherwise run `dbctl connect`)
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+/// What `create --output json` prints: the run with its steps (the shape every run command
+/// has) and, added for pipelines, the instance, its endpoints and how to connect.
+#[derive(Serialize)]
+struct CreateView {
+    #[serde(flatten)]
+    run: RunView,
+    instance: Option<crate::journal::InstanceRow>,
+    /// As registered (`register.endpoints`), like `dbctl list`; empty until register ran.
+    endpoints: Vec<serde_json::Value>,
+    /// `null` until the instance serves (no endpoint recorded).
+    connection: Option<ConnectionView>,
+    /// The command that prints the URI with the password.
+    connect: String,
+}
+
+#[derive(Serialize)]
+struct ConnectionView {
+    /// Without the password.
+    uri: String,
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+    sslrootcert: std::path::PathBuf,
+    /// Only with --show-secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+}
+
+fn create_view(
+    app: &App,
+    journal: &crate::journal::Journal,
+    run: crate::journal::RunRow,
+    show_secrets: bool,
+) -> Result<CreateView, CliError> {
+    let steps = journal.steps(&run.id)?;
+    let instance = journal.instance(&run.instance_id)?;
+    let endpoints = super::list::endpoints(journal, Some(&run.id))?;
+    let connection = instance
+        .as_ref()
+        .filter(|_| run.state == RunState::Succeeded)
+        .and_then(|i| super::connect::target(app, i, &run, &steps, None, false).ok())
+        .map(|t| ConnectionView {
+            uri: t.uri(false),
+            host: t.hosts[0].host.clone(),
+            port: t.hosts[0].port,
+            database: t.database.clone(),
+            user: t.user.clone(),
+            sslrootcert: t.ca_file.clone(),
+            password: show_secrets.then(|| t.password.clone()),
+        });
+    let connect = instance
+        .as_ref()
+        .map(|i| format!("dbctl connect {} --project {}", i.name, i.project))
+        .unwrap_or_default();
+    Ok(CreateView {
+        run: RunView { run, steps },
+        instance,
+        endpoints,
+        connection,
+        connect,
+    })
 }
 
 pub async fn run(app: &App, args: CreateArgs) -> Result<(), CliError> {
     let spec = args.spec.resolve(&app.config)?;
-    create_spec(app, spec, args.idempotency_key, args.on_failure).await
+    create_spec(
+        app,
+        spec,
+        args.idempotency_key,
+        args.on_failure,
+        args.show_secrets,
+    )
+    .await
 }
 
 /// Admits and drives the creation of `spec` (also how `restore` creates its instance).
@@ -49,6 +125,7 @@ pub async fn create_spec(
     spec: crate::spec::InstanceSpec,
     idempotency_key: Option<String>,
     on_failure: OnFailure,
+    show_secrets: bool,
 ) -> Result<(), CliError> {
     // Everything that can reject the request happens before the journal is opened, so bad
     // input leaves no trace.
@@ -104,9 +181,8 @@ pub async fn create_spec(
                 "dbctl: idempotency key {key:?} already names run {} (succeeded)",
                 run.id
             );
-            let steps = journal.steps(&run.id)?;
-            let view = RunView { run: *run, steps };
-            emit(app, &view, || render_run(&view));
+            let view = create_view(app, &journal, *run, show_secrets)?;
+            emit(app, &view, || render_run(&view.run));
             return Ok(());
         }
         Admission::Existing(run) if run.state.is_rolling_back() => {
@@ -140,10 +216,7 @@ pub async fn create_spec(
     );
     let reporter = progress::reporter(!app.json);
     let run = operations::drive_forward(app, journal.clone(), &run_id, reporter).await?;
-    let view = RunView {
-        steps: journal.steps(&run.id)?,
-        run,
-    };
-    emit(app, &view, || render_run(&view));
+    let view = create_view(app, &journal, run, show_secrets)?;
+    emit(app, &view, || render_run(&view.run));
     Ok(())
 }

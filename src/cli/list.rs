@@ -33,7 +33,7 @@ struct Item {
 }
 
 /// The create run's endpoints, each joined with the DNS name `register.dns` gave its node.
-fn endpoints(
+pub(super) fn endpoints(
     journal: &crate::journal::Journal,
     run: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, CliError> {

@@ -125,7 +125,7 @@ pub async fn run(app: &App, args: RestoreArgs) -> Result<(), CliError> {
         .into());
     }
     let spec = restore_spec(app, &args, target, target_ms)?;
-    create_spec(app, spec, args.idempotency_key, args.on_failure).await
+    create_spec(app, spec, args.idempotency_key, args.on_failure, false).await
 }
 
 /// The source's spec, renamed, with where its data comes from.
