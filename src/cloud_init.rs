@@ -55,19 +55,23 @@ fn render(template: &str, ctx: minijinja::Value) -> Result<String, minijinja::Er
 mod tests {
     use super::*;
 
-    #[test]
-    fn user_data_is_cloud_config_with_the_key_and_no_secrets() {
-        let ud = user_data(&NodeIdentity {
+    fn rendered(private_ip: &str, keep_default_user: bool) -> String {
+        user_data(&NodeIdentity {
             hostname: "db-primary",
             run_id: "run-1",
             instance: "db",
             node: "primary",
             role: "primary",
-            private_ip: "10.77.0.10",
+            private_ip,
             ssh_public_key: "ssh-ed25519 AAAAC3Nza dbctl",
-            keep_default_user: false,
+            keep_default_user,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn user_data_is_cloud_config_with_the_key_and_no_secrets() {
+        let ud = rendered("10.77.0.10", false);
         assert!(ud.starts_with("#cloud-config\n"));
         assert!(ud.contains("\nusers:\n  - name: dbctl\n"), "{ud}");
         assert!(ud.contains("      - ssh-ed25519 AAAAC3Nza dbctl\n"));
@@ -77,17 +81,7 @@ mod tests {
 
     #[test]
     fn cloud_images_keep_their_default_user_beside_dbctl() {
-        let ud = user_data(&NodeIdentity {
-            hostname: "db-primary",
-            run_id: "run-1",
-            instance: "db",
-            node: "primary",
-            role: "primary",
-            private_ip: "dhcp",
-            ssh_public_key: "ssh-ed25519 AAAAC3Nza dbctl",
-            keep_default_user: true,
-        })
-        .unwrap();
+        let ud = rendered("dhcp", true);
         // Without `default`, cloud-init creates only dbctl's user and the AMI's `admin` is gone.
         assert!(
             ud.contains("\nusers:\n  - default\n  - name: dbctl\n"),

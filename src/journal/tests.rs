@@ -197,32 +197,10 @@ fn step_state(j: &Journal) -> (StepState, u32) {
     (s.state, s.attempts)
 }
 
-const RUN_STATES: [RunState; 8] = [
-    RunState::Pending,
-    RunState::Running,
-    RunState::Succeeded,
-    RunState::Failed,
-    RunState::Interrupted,
-    RunState::RollingBack,
-    RunState::RolledBack,
-    RunState::RollbackFailed,
-];
-
-const STEP_STATES: [StepState; 8] = [
-    StepState::Pending,
-    StepState::Running,
-    StepState::Done,
-    StepState::Failed,
-    StepState::RollingBack,
-    StepState::RolledBack,
-    StepState::RollbackFailed,
-    StepState::Skipped,
-];
-
 #[test]
 fn every_run_write_obeys_the_transition_table() {
-    for from in RUN_STATES {
-        for to in RUN_STATES {
+    for from in RunState::ALL {
+        for to in RunState::ALL {
             let (_d, j) = journal_with_run();
             force(
                 &j,
@@ -255,8 +233,8 @@ fn write_step(j: &Journal, to: StepState) -> Result<()> {
 
 #[test]
 fn every_step_write_obeys_the_transition_table() {
-    for from in STEP_STATES {
-        for to in STEP_STATES {
+    for from in StepState::ALL {
+        for to in StepState::ALL {
             let (_d, j) = journal_with_step();
             // A step that never started (attempts 0) is what may be skipped; any other state
             // was reached by starting it.

@@ -10,6 +10,18 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{JournalError, Result, RunState, StepState};
 
 impl RunState {
+    /// Every run state, for exhaustive tests.
+    pub const ALL: [RunState; 8] = [
+        RunState::Pending,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Interrupted,
+        RunState::RollingBack,
+        RunState::RolledBack,
+        RunState::RollbackFailed,
+    ];
+
     /// Whether a run in state `self` may be written as `to`.
     pub fn may_become(self, to: RunState) -> bool {
         use RunState::*;
@@ -31,6 +43,18 @@ impl RunState {
 }
 
 impl StepState {
+    /// Every step state, for exhaustive tests.
+    pub const ALL: [StepState; 8] = [
+        StepState::Pending,
+        StepState::Running,
+        StepState::Done,
+        StepState::Failed,
+        StepState::RollingBack,
+        StepState::RolledBack,
+        StepState::RollbackFailed,
+        StepState::Skipped,
+    ];
+
     /// Whether a step in state `self` may be written as `to`.
     pub fn may_become(self, to: StepState) -> bool {
         use StepState::*;
@@ -91,20 +115,9 @@ pub(super) fn guard_step(conn: &Connection, run_id: &str, step: &str, to: StepSt
 mod tests {
     use super::*;
 
-    const RUNS: [RunState; 8] = [
-        RunState::Pending,
-        RunState::Running,
-        RunState::Succeeded,
-        RunState::Failed,
-        RunState::Interrupted,
-        RunState::RollingBack,
-        RunState::RolledBack,
-        RunState::RollbackFailed,
-    ];
-
     #[test]
     fn finished_runs_only_move_towards_rollback() {
-        for to in RUNS {
+        for to in RunState::ALL {
             assert!(!RunState::RolledBack.may_become(to), "rolled_back → {to}");
             assert_eq!(
                 RunState::Succeeded.may_become(to),
