@@ -81,7 +81,7 @@ fn epoch_ms(to: &str) -> Result<i64, ValidationError> {
 }
 
 /// Refuses, before anything is created, a target the source's backups cannot reach: before its
-/// first backup finished (there is no base backup to replay from), or after it was destroyed
+/// backups began (there is no base backup to replay from), or after it was destroyed
 /// (its archiving had stopped by then, so recovery would end before the target). A target in
 /// the last moments of a live source's WAL can still be past its end: the restore step finds
 /// that in PostgreSQL's log and fails it for good instead of waiting.
@@ -96,7 +96,7 @@ fn check_target(
         return Err(ValidationError::new(
             "to",
             format!(
-                "{to} is before the source's first backup finished ({}): there is nothing to recover from",
+                "{to} is before the source's backups began ({}): there is nothing to recover from",
                 format_ms(first)
             ),
         ));
@@ -177,10 +177,12 @@ fn restore_spec(
         .into());
     }
     if let Some(at) = target_ms {
+        // When the backup step first started: its first backup finished after that. (Not its
+        // `finished_at`: a destroy's rollback of the step rewrites it.)
         let first_backup = steps
             .iter()
             .find(|s| s.name == "register.backups")
-            .and_then(|s| s.finished_at);
+            .and_then(|s| s.started_at);
         let destroyed = (source.state.as_str() == "destroyed").then_some(source.updated_at);
         check_target(
             args.to.as_deref().unwrap_or_default(),
