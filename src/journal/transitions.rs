@@ -75,36 +75,43 @@ impl StepState {
 
 /// Refuses the write unless run `id` may go to `to` (an unknown run is corrupt).
 pub(super) fn guard_run(conn: &Connection, id: &str, to: RunState) -> Result<()> {
-    let from: Option<RunState> = conn
+    let from = conn
         .query_row("SELECT state FROM runs WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
-    let from = from.ok_or_else(|| JournalError::Corrupt(format!("no run {id}")))?;
-    if from.may_become(to) {
-        Ok(())
-    } else {
-        Err(JournalError::IllegalTransition {
-            what: format!("run {id}"),
-            from: from.to_string(),
-            to: to.to_string(),
-        })
-    }
+    allowed(format!("run {id}"), from, to, RunState::may_become)
 }
 
 /// Refuses the write unless step `step` of run `run_id` may go to `to`.
 pub(super) fn guard_step(conn: &Connection, run_id: &str, step: &str, to: StepState) -> Result<()> {
-    let from: Option<StepState> = conn
+    let from = conn
         .query_row(
             "SELECT state FROM steps WHERE run_id = ?1 AND name = ?2",
             params![run_id, step],
             |r| r.get(0),
         )
         .optional()?;
-    let from = from.ok_or_else(|| JournalError::Corrupt(format!("no step {step} in {run_id}")))?;
-    if from.may_become(to) {
+    allowed(
+        format!("step {step} of {run_id}"),
+        from,
+        to,
+        StepState::may_become,
+    )
+}
+
+/// The verdict of a state table on `what` going from its recorded state (`None`: no such row,
+/// which is corrupt) to `to`.
+fn allowed<S: Copy + std::fmt::Display>(
+    what: String,
+    from: Option<S>,
+    to: S,
+    may_become: fn(S, S) -> bool,
+) -> Result<()> {
+    let from = from.ok_or_else(|| JournalError::Corrupt(format!("no {what}")))?;
+    if may_become(from, to) {
         Ok(())
     } else {
         Err(JournalError::IllegalTransition {
-            what: format!("step {step} of {run_id}"),
+            what,
             from: from.to_string(),
             to: to.to_string(),
         })
