@@ -3,6 +3,7 @@
 //!   cargo build && cargo run --example time_to_running -- 3          # one node
 //!   cargo build && cargo run --example time_to_running -- 3 --ha     # a 3-node Patroni cluster
 //!   cargo build && cargo run --example time_to_running -- 3 --image PATH   # a cloud image
+//!   cargo build && cargo run --example time_to_running -- 3 --throwaway    # no backups, exporters
 //!
 //! Each run is `dbctl create` in a fresh journal (one VM), timed from the journal's step records,
 //! then destroyed. Runs go one after another so they do not compete for CPU. Uses the dbctl
@@ -24,6 +25,7 @@ fn main() {
         .unwrap_or(3);
     let args: Vec<String> = std::env::args().collect();
     let ha = args.iter().any(|a| a == "--ha");
+    let throwaway = args.iter().any(|a| a == "--throwaway");
     // An imported cloud image instead of dbctl's own (boots via GRUB, installs PostgreSQL).
     let image = args
         .iter()
@@ -50,6 +52,9 @@ fn main() {
         let mut args = vec!["create", name.as_str(), "--output", "json"];
         if ha {
             args.push("--ha");
+        }
+        if throwaway {
+            args.push("--throwaway");
         }
         if let Some(image) = &image {
             args.extend(["--image", image.as_str()]);

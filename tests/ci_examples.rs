@@ -47,6 +47,15 @@ fn check(file: &str, always: &str) {
         create.windows(2).any(|w| w == ["--output", "json"]),
         "{file}: create without --output json"
     );
+    assert!(
+        create.iter().any(|w| w == "--throwaway"),
+        "{file}: a CI database without --throwaway waits for a first full backup it never needs"
+    );
+    // The password reaches the job through a password file, never through the log.
+    assert!(
+        text.contains(".connection.passfile") && !text.contains("--show-secrets"),
+        "{file}: the job should get PGPASSFILE from create's JSON"
+    );
     assert!(sub("destroy").is_some(), "{file} destroys nothing");
     // The destroy must sit where the CI system runs it also after a failed job.
     let cleanup = text

@@ -511,3 +511,54 @@ fn create_json_ends_with_what_a_pipeline_needs() {
     assert_eq!((code, again["run"]["id"].as_str()), (0, Some(run)));
     assert_eq!(again["instance"]["name"], "db");
 }
+
+#[test]
+fn a_throwaway_instance_has_no_backups_or_exporters_and_says_so() {
+    let env = Env::new();
+    let (code, v) = env.json(&["create", "scratch", "--throwaway", "--ttl", "1h"]);
+    assert_eq!(code, 0, "{v}");
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"register.endpoints"), "{steps:?}");
+    assert!(!steps.contains(&"register.backups"), "{steps:?}");
+    assert!(!steps.contains(&"register.monitoring"), "{steps:?}");
+    let (_, status) = env.json(&["status", "scratch"]);
+    assert_eq!(status["throwaway"], true, "{status}");
+    assert_eq!(status["left_out"].as_array().unwrap().len(), 2, "{status}");
+    let text = env.run(&["status", "scratch"], None);
+    assert!(
+        support::stdout(&text).contains("throwaway (--throwaway): built without backups"),
+        "{}",
+        support::stdout(&text)
+    );
+    // Nothing to back up or list: exit 2 naming the instance, and nothing recorded.
+    let runs_before = env.json(&["list", "--all"]).1;
+    for args in [
+        &["backup", "now", "scratch"][..],
+        &["backup", "list", "scratch"],
+    ] {
+        let out = env.run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("error: invalid request: name: scratch is a throwaway instance"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(env.json(&["list", "--all"]).1, runs_before);
+    // A TTL alone changes nothing: the same create without the flag has every step.
+    let (_, full) = env.json(&["create", "kept", "--ttl", "1h"]);
+    let (_, status) = env.json(&["status", "kept"]);
+    assert_eq!(status["throwaway"], false);
+    assert!(
+        full["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "register.backups")
+    );
+}

@@ -41,9 +41,12 @@ async fn local_instance_end_to_end() {
     let env = Env::local();
     require_image(&env);
     let t0 = Instant::now();
+    // A throwaway instance (what CI pipelines create): the full flow but for backups and
+    // exporters, which local_register covers.
     let (code, created) = env.json(&[
         "create",
         "e2e",
+        "--throwaway",
         "--disk-gib",
         "1",
         "--extension",
@@ -131,6 +134,65 @@ async fn local_instance_end_to_end() {
         .unwrap()
         .get(0);
     assert_eq!(exts, 2);
+    // Throwaway: no archiving (nothing would consume the WAL), no exporters, and status says so.
+    assert_eq!(show(&pg, "archive_mode").await, "off");
+    let out = env.run(
+        &[
+            "ssh",
+            "e2e",
+            "--",
+            "systemctl",
+            "is-active",
+            "prometheus-postgres-exporter",
+            "prometheus-node-exporter",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["inactive", "inactive"],
+        "{}",
+        stderr(&out)
+    );
+    let (_, st) = env.json(&["status", "e2e"]);
+    assert_eq!(st["throwaway"], true, "{st}");
+
+    // The pipeline's way in: a URI without the password plus a libpq password file (0600),
+    // as create's JSON hands them out and `connect --passfile` writes them.
+    let connection = &created["connection"];
+    let uri = connection["uri"].as_str().unwrap();
+    let passfile = connection["passfile"].as_str().unwrap();
+    assert!(
+        !created.to_string().contains(&c.password),
+        "no password in create's JSON"
+    );
+    let (_, again) = env.json(&["connect", "e2e", "--passfile"]);
+    assert_eq!(
+        (again["uri"].as_str(), again["passfile"].as_str()),
+        (Some(uri), Some(passfile))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(passfile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = std::process::Command::new("psql")
+        .args([
+            uri,
+            "-XAtc",
+            "select current_user || ' ' || ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        ])
+        .env("PGPASSFILE", passfile)
+        .env_remove("PGPASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run psql");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} t", c.user),
+        "{}",
+        stderr(&out)
+    );
     pg.batch_execute("CREATE TABLE kept (id int PRIMARY KEY, v text); INSERT INTO kept SELECT g, md5(g::text) FROM generate_series(1, 500) g")
         .await
         .unwrap();

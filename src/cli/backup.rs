@@ -64,6 +64,7 @@ pub async fn run(app: &App, args: BackupArgs) -> Result<(), CliError> {
     };
     let (journal, _, run) =
         operations::instance_with_run(app, &target.name, target.project.as_deref())?;
+    operations::require_backups(&run, &target.name)?;
     let out = operations::run_task(app, &journal, &run, &label, &action).await?;
     emit(app, &out, || render(&out));
     Ok(())

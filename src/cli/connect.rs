@@ -22,7 +22,8 @@ use crate::postgres::secrets::SecretStore;
     after_long_help = "The URI holds the generated password: treat the output as a secret. \
     For an HA instance it names every node; libpq picks the current leader \
     (target_session_attrs=read-write), so the same URI keeps working after a failover.\n\n\
-    Examples:\n  psql \"$(dbctl connect orders)\"\n  dbctl connect orders --psql\n  dbctl connect orders --replica\n  dbctl connect orders --output json | jq -r .uri"
+    Examples:\n  psql \"$(dbctl connect orders)\"\n  dbctl connect orders --psql\n  \
+    export PGPASSFILE=$(dbctl connect orders --passfile --output json | jq -r .passfile)\n  dbctl connect orders --replica\n  dbctl connect orders --output json | jq -r .uri"
 )]
 pub struct ConnectArgs {
     /// Instance name
@@ -40,8 +41,13 @@ pub struct ConnectArgs {
     pub replica: bool,
 
     /// Run psql instead of printing the URI (the password goes through PGPASSWORD, not argv)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "passfile")]
     pub psql: bool,
+
+    /// Keep the password out of the URI: write it to a libpq password file (0600, removed by
+    /// destroy) and print the URI without it; use the file with PGPASSFILE
+    #[arg(long)]
+    pub passfile: bool,
 }
 
 #[derive(Serialize)]
@@ -59,6 +65,9 @@ struct ConnectView {
     /// `read-write`, `prefer-standby`, or absent for a single host.
     #[serde(skip_serializing_if = "Option::is_none")]
     target_session_attrs: Option<&'static str>,
+    /// With --passfile: the libpq password file (the URI then holds no password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passfile: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize, Clone)]
@@ -144,6 +153,23 @@ impl Target {
         };
         format!("postgresql://{auth}@{host_list}/{}?{query}", self.database)
     }
+
+    /// Writes the libpq password file for this target (every host it names) and returns its
+    /// path, so a client given `uri(false)` and `PGPASSFILE` never sees the password.
+    pub fn write_passfile(
+        &self,
+        app: &App,
+        instance_id: &str,
+    ) -> Result<std::path::PathBuf, CliError> {
+        let hosts: Vec<(&str, u16)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.host.as_str(), h.port))
+            .collect();
+        SecretStore::new(&app.state_dir())
+            .write_passfile(instance_id, &self.user, &hosts, &self.database)
+            .map_err(|e| anyhow::anyhow!("cannot write the password file: {e}").into())
+    }
 }
 
 /// How to reach `instance` (built by `run`) as `user` (default: its first role).
@@ -193,8 +219,12 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
             .exec();
         return Err(anyhow::anyhow!("cannot run psql: {err}").into());
     }
+    let passfile = match args.passfile {
+        true => Some(t.write_passfile(app, &instance.id)?),
+        false => None,
+    };
     let view = ConnectView {
-        uri: t.uri(true),
+        uri: t.uri(passfile.is_none()),
         host: t.hosts[0].host.clone(),
         port: t.hosts[0].port,
         hosts: t.hosts.clone(),
@@ -203,7 +233,13 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
         sslmode: "verify-full",
         sslrootcert: t.ca_file,
         target_session_attrs: t.attrs,
+        passfile,
     };
+    if let Some(p) = &view.passfile
+        && !app.json
+    {
+        eprintln!("password in {0}: export PGPASSFILE={0}", p.display());
+    }
     emit(app, &view, || view.uri.clone());
     Ok(())
 }

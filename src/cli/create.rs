@@ -38,7 +38,8 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = OnFailure::Rollback)]
     pub on_failure: OnFailure,
 
-    /// With --output json: put the password in `connection` (otherwise run `dbctl connect`)
+    /// With --output json: put the password in `connection` (otherwise use `connection.passfile`
+    /// or run `dbctl connect`)
     #[arg(long)]
     pub show_secrets: bool,
 }
@@ -67,6 +68,8 @@ struct ConnectionView {
     database: String,
     user: String,
     sslrootcert: std::path::PathBuf,
+    /// A libpq password file (0600) for `uri`: `PGPASSFILE=… psql "$uri"` needs no password.
+    passfile: Option<std::path::PathBuf>,
     /// Only with --show-secrets.
     #[serde(skip_serializing_if = "Option::is_none")]
     password: Option<String>,
@@ -84,8 +87,12 @@ fn create_view(
     let connection = instance
         .as_ref()
         .filter(|_| run.state == RunState::Succeeded)
-        .and_then(|i| super::connect::target(app, i, &run, &steps, None, false).ok())
-        .map(|t| ConnectionView {
+        .and_then(|i| {
+            let t = super::connect::target(app, i, &run, &steps, None, false).ok()?;
+            Some((t.write_passfile(app, &i.id).ok(), t))
+        })
+        .map(|(passfile, t)| ConnectionView {
+            passfile,
             uri: t.uri(false),
             host: t.hosts[0].host.clone(),
             port: t.hosts[0].port,

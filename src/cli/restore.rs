@@ -155,6 +155,7 @@ fn restore_spec(
             })?,
     };
     let run = operations::latest_create_run(&journal, &source)?;
+    operations::require_backups(&run, &args.name)?;
     let steps = journal.steps(&run.id)?;
     let backups = crate::journal::outputs_of(&steps, "register.backups").ok_or_else(|| {
         ValidationError::new(

@@ -97,6 +97,11 @@ pub struct SpecArgs {
     /// Time to live, e.g. 90m, 2h, 7d: the instance is reported expired after it
     #[arg(long)]
     pub ttl: Option<String>,
+
+    /// A throwaway test database: no backups (no WAL archiving, no first full backup, no
+    /// schedule) and no exporters, so it is RUNNING sooner. It cannot be restored or backed up
+    #[arg(long)]
+    pub throwaway: bool,
 }
 
 impl SpecArgs {
@@ -136,6 +141,7 @@ impl SpecArgs {
             users: some_vec(&self.users),
             tags: (!tags.is_empty()).then_some(tags),
             ttl: self.ttl.clone(),
+            throwaway: self.throwaway.then_some(true),
         };
         let input = base.overlay(flags);
         let defaults = config.spec_defaults(&input);

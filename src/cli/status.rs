@@ -39,6 +39,10 @@ struct StatusView {
     dns: serde_json::Value,
     /// The backup stanza, repository and schedules (`register.backups`).
     backups: serde_json::Value,
+    /// Created with `--throwaway`: a test database without backups or exporters.
+    throwaway: bool,
+    /// What the instance was built without, and why (`--throwaway`); empty otherwise.
+    left_out: Vec<&'static str>,
     /// An HA cluster's live topology, read from Patroni now (leader, members, state, timeline,
     /// lag, streaming and sync standby); `null` for a single node. `{"error": …}` when no node
     /// answered.
@@ -99,7 +103,14 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
         .into_iter()
         .filter(|r| operations::day2::is_day2(&r.operation))
         .collect();
+    let throwaway = operations::run_spec(&run).is_ok_and(|s| s.throwaway);
     let view = StatusView {
+        throwaway,
+        left_out: if throwaway {
+            crate::flow::THROWAWAY_LEAVES_OUT.to_vec()
+        } else {
+            Vec::new()
+        },
         cluster,
         operations: day2_runs,
         nodes,
@@ -182,6 +193,12 @@ pub async fn run(app: &App, args: StatusArgs) -> Result<(), CliError> {
                 repo,
                 view.backups["full_schedule"].as_str().unwrap_or(""),
                 view.backups["diff_schedule"].as_str().unwrap_or(""),
+            );
+        }
+        if view.throwaway {
+            out += &format!(
+                "  throwaway (--throwaway): built without {}\n",
+                view.left_out.join(", ")
             );
         }
         out += &render_run(&view.run);

@@ -162,6 +162,12 @@ impl Builder {
     }
 }
 
+/// What a throwaway instance (`--throwaway`) leaves out of the register stage, for `status`.
+pub const THROWAWAY_LEAVES_OUT: &[&str] = &[
+    "backups (no WAL archiving, no first full backup, no schedule)",
+    "exporters (no Prometheus targets)",
+];
+
 /// The steps that create `spec` at `placement`, in a stable order (a valid topological order).
 pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
     use Stage::*;
@@ -259,18 +265,21 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
         &[&endpoints],
         Action::RegisterDns,
     );
-    b.add(
-        "register.monitoring".into(),
-        Register,
-        &[&endpoints],
-        Action::RegisterMonitoring,
-    );
-    b.add(
-        "register.backups".into(),
-        Register,
-        &ready,
-        Action::RegisterBackups,
-    );
+    // A throwaway instance (`--throwaway`) is a test database: no backups, no exporters.
+    if !spec.throwaway {
+        b.add(
+            "register.monitoring".into(),
+            Register,
+            &[&endpoints],
+            Action::RegisterMonitoring,
+        );
+        b.add(
+            "register.backups".into(),
+            Register,
+            &ready,
+            Action::RegisterBackups,
+        );
+    }
     b.0
 }
 
@@ -375,6 +384,32 @@ mod tests {
             }
             assert_eq!(order.len(), steps.len());
         }
+    }
+
+    #[test]
+    fn a_throwaway_instance_has_no_backups_or_exporters_and_only_that_differs() {
+        for ha in [false, true] {
+            let full = spec(ha);
+            let throwaway = InstanceSpec {
+                throwaway: true,
+                ..full.clone()
+            };
+            let names = |s: &InstanceSpec| -> Vec<String> {
+                plan(s, &placement(s)).into_iter().map(|p| p.name).collect()
+            };
+            let mut expected = names(&full);
+            expected.retain(|n| n != "register.backups" && n != "register.monitoring");
+            assert_eq!(names(&throwaway), expected, "ha={ha}");
+            assert!(names(&full).contains(&"register.backups".to_string()));
+        }
+        // Off by default, and absent from the canonical JSON then: existing idempotency keys
+        // do not change.
+        let s = spec(false);
+        assert!(!s.throwaway);
+        assert!(!s.canonical_json().contains("throwaway"));
+        let t = crate::spec::test_spec("name = \"db\"\nthrowaway = true\nttl = \"1h\"");
+        assert!(t.throwaway);
+        assert_ne!(t.hash(), s.hash());
     }
 
     #[test]

@@ -54,6 +54,19 @@ pub fn run_spec(run: &RunRow) -> Result<crate::spec::InstanceSpec, CliError> {
         .map_err(|e| anyhow::anyhow!("run {}: unreadable spec in journal: {e}", run.id).into())
 }
 
+/// Refuses (exit 2, naming `name`) a backup or restore of an instance created with
+/// `--throwaway`: it was built without backups, so there is nothing to list, take or restore.
+pub fn require_backups(run: &RunRow, name: &str) -> Result<(), CliError> {
+    if run_spec(run)?.throwaway {
+        return Err(crate::spec::ValidationError::new(
+            "name",
+            format!("{name} is a throwaway instance (created with --throwaway): it has no backups"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Where a run placed its nodes, as journaled.
 pub fn run_placement(run: &RunRow) -> Result<crate::scheduler::Placement, CliError> {
     serde_json::from_str(&run.placement_json)

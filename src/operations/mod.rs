@@ -11,7 +11,8 @@ mod task;
 pub use admit::{Admission, admit};
 pub use drive::{drive_forward, drive_rollback};
 pub use lookup::{
-    find_instance, find_run, instance_with_run, latest_create_run, run_placement, run_spec,
+    find_instance, find_run, instance_with_run, latest_create_run, require_backups, run_placement,
+    run_spec,
 };
 pub use placement::place;
 pub use task::run_task;

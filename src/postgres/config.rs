@@ -26,6 +26,9 @@ pub struct ConfInput<'a> {
     pub tuning: &'a Tuning,
     pub tls_dir: &'a str,
     pub extensions: &'a [String],
+    /// WAL archiving (`archive_mode`): off for a throwaway instance, which has no backups.
+    /// With it on and no `archive_command`, PostgreSQL would keep every WAL segment.
+    pub archive: bool,
 }
 
 /// Extensions that must be preloaded to work.
@@ -44,6 +47,7 @@ pub fn postgresql_conf(c: &ConfInput<'_>) -> String {
             t.render(context! {
                 instance => c.instance, node => c.node, memory_mib => c.memory_mib, vcpus => c.vcpus,
                 t => c.tuning, tls_dir => c.tls_dir, preload => preload.join(","),
+                archive => c.archive,
             })
         })
         .expect("postgresql.conf renders")
@@ -77,6 +81,7 @@ mod tests {
             tuning: &t,
             tls_dir: "/etc/dbctl/tls",
             extensions: &["pgcrypto".into(), "pg_stat_statements".into()],
+            archive: true,
         });
         assert!(conf.contains("shared_buffers = 256MB\n"));
         assert!(
@@ -85,6 +90,21 @@ mod tests {
         );
         assert!(conf.contains("shared_preload_libraries = 'pg_stat_statements'"));
         assert!(conf.contains("wal_level = replica"));
+        assert!(conf.contains("archive_mode = on\n"));
+        let throwaway = postgresql_conf(&ConfInput {
+            archive: false,
+            ..ConfInput {
+                instance: "db",
+                node: "primary",
+                memory_mib: 1024,
+                vcpus: 1,
+                tuning: &t,
+                tls_dir: "/etc/dbctl/tls",
+                extensions: &[],
+                archive: true,
+            }
+        });
+        assert!(throwaway.contains("archive_mode = off\n"), "{throwaway}");
     }
 
     #[test]

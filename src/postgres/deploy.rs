@@ -99,6 +99,7 @@ impl Pg {
             tuning: &t,
             tls_dir: TLS_DIR,
             extensions: &spec.extensions,
+            archive: !spec.throwaway,
         });
         (conf, t)
     }

@@ -34,6 +34,8 @@ pub struct SpecInput {
     pub tags: Option<BTreeMap<String, String>>,
     /// Human duration: `90m`, `2h`, `7d`.
     pub ttl: Option<String>,
+    /// A short-lived test database: no backups, no exporters (see [`super::InstanceSpec`]).
+    pub throwaway: Option<bool>,
 }
 
 impl SpecInput {
@@ -74,7 +76,8 @@ impl SpecInput {
             extensions,
             users,
             tags,
-            ttl
+            ttl,
+            throwaway
         )
     }
 }

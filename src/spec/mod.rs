@@ -59,6 +59,12 @@ pub struct InstanceSpec {
     pub tags: BTreeMap<String, String>,
     /// Time to live in seconds; the instance is reported expired after it.
     pub ttl_secs: Option<u64>,
+    /// A throwaway test database: the register stage leaves out what a short-lived database
+    /// does not need, backups (no archiving, no first full backup, no schedule) and the
+    /// Prometheus exporters. Asked for explicitly (`--throwaway`): a TTL alone changes nothing.
+    /// Absent when false, so other specs' canonical JSON (and idempotency keys) stay the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub throwaway: bool,
     /// Set by `dbctl restore`: the primary starts from another instance's backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreFrom>,

@@ -429,6 +429,7 @@ pub fn validate(input: SpecInput, defaults: &Defaults) -> Result<InstanceSpec, V
         users,
         tags,
         ttl_secs,
+        throwaway: input.throwaway.unwrap_or(false),
         restore: None,
     })
 }

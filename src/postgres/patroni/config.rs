@@ -297,6 +297,7 @@ mod tests {
             tuning: &t,
             tls_dir: "/etc/dbctl/tls",
             extensions: &["pg_stat_statements".into()],
+            archive: true,
         });
         let hba = crate::postgres::config::pg_hba_conf("10.77.0.0/24", &["10.77.0.0/24".into()]);
         let c = patroni_config(&input(&m, &conf, &hba, Replication::Sync));
