@@ -102,12 +102,7 @@ fn plan_shows_the_whole_flow_for_every_provider() {
             "--offline",
         ]);
         assert_eq!(code, 0, "{provider}: {v}");
-        let steps: Vec<&str> = v["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap())
-            .collect();
+        let steps = step_names(&v);
         assert!(
             steps.contains(&"setup.patroni.node-3") && steps.contains(&"register.endpoints"),
             "{steps:?}"
@@ -517,12 +512,7 @@ fn a_throwaway_instance_has_no_backups_or_exporters_and_says_so() {
     let env = Env::new();
     let (code, v) = env.json(&["create", "scratch", "--throwaway", "--ttl", "1h"]);
     assert_eq!(code, 0, "{v}");
-    let steps: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&v);
     assert!(steps.contains(&"register.endpoints"), "{steps:?}");
     assert!(!steps.contains(&"register.backups"), "{steps:?}");
     assert!(!steps.contains(&"register.monitoring"), "{steps:?}");
@@ -544,7 +534,8 @@ fn a_throwaway_instance_has_no_backups_or_exporters_and_says_so() {
         let out = env.run(args, None);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
-            stderr(&out).starts_with("error: invalid request: name: scratch is a throwaway instance"),
+            stderr(&out)
+                .starts_with("error: invalid request: name: scratch is a throwaway instance"),
             "{}",
             stderr(&out)
         );
@@ -561,4 +552,14 @@ fn a_throwaway_instance_has_no_backups_or_exporters_and_says_so() {
             .iter()
             .any(|s| s["name"] == "register.backups")
     );
+}
+
+/// The step names of a run document (`create`, `plan`, `status` JSON).
+fn step_names(v: &serde_json::Value) -> Vec<&str> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
 }

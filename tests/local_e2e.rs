@@ -141,6 +141,7 @@ async fn local_instance_end_to_end() {
             "ssh",
             "e2e",
             "--",
+            "sudo",
             "systemctl",
             "is-active",
             "prometheus-postgres-exporter",
@@ -189,7 +190,7 @@ async fn local_instance_end_to_end() {
         .expect("run psql");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("{} t", c.user),
+        format!("{} true", c.user),
         "{}",
         stderr(&out)
     );

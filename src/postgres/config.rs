@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn conf_carries_tuning_tls_and_preload() {
         let t = super::super::tuning::tune(1024, 1, 10);
-        let conf = postgresql_conf(&ConfInput {
+        let input = ConfInput {
             instance: "db",
             node: "primary",
             memory_mib: 1024,
@@ -82,7 +82,8 @@ mod tests {
             tls_dir: "/etc/dbctl/tls",
             extensions: &["pgcrypto".into(), "pg_stat_statements".into()],
             archive: true,
-        });
+        };
+        let conf = postgresql_conf(&input);
         assert!(conf.contains("shared_buffers = 256MB\n"));
         assert!(
             conf.contains("ssl = on\n")
@@ -93,16 +94,7 @@ mod tests {
         assert!(conf.contains("archive_mode = on\n"));
         let throwaway = postgresql_conf(&ConfInput {
             archive: false,
-            ..ConfInput {
-                instance: "db",
-                node: "primary",
-                memory_mib: 1024,
-                vcpus: 1,
-                tuning: &t,
-                tls_dir: "/etc/dbctl/tls",
-                extensions: &[],
-                archive: true,
-            }
+            ..input
         });
         assert!(throwaway.contains("archive_mode = off\n"), "{throwaway}");
     }
