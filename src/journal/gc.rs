@@ -68,7 +68,7 @@ impl Journal {
     /// Ids of the runs that may own something outside: every run not rolled back (pending,
     /// running, kept failures, interrupted, failed rollbacks) and any run whose lease is held.
     pub fn owning_runs(&self) -> Result<HashSet<String>> {
-        self.read(|c| owning_runs_in(c))
+        self.read(owning_runs_in)
     }
 
     /// Removes the history (instance, runs, steps, events, resources rows) of instances
