@@ -20,6 +20,38 @@ pub struct Config {
     pub aws: AwsSection,
     pub register: RegisterSection,
     pub backup: BackupSection,
+    pub gc: GcSection,
+}
+
+/// `dbctl gc`: how much history of destroyed instances the journal keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcSection {
+    /// `gc` prunes the journal rows of instances destroyed longer ago than this (`30d`;
+    /// `0s` prunes every destroyed instance).
+    #[serde(deserialize_with = "history_age")]
+    pub keep_history: String,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        GcSection {
+            keep_history: "30d".into(),
+        }
+    }
+}
+
+/// Parses a history age (`30d`, `12h`, `0s`): what `[gc] keep_history` and `gc
+/// --keep-history` accept.
+pub fn parse_history_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|_| format!("expected a duration like 30d, 12h or 0s, got {text:?}"))
+}
+
+fn history_age<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_history_age(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
 }
 
 /// Where an instance is published: DNS names and Prometheus targets.

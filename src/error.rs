@@ -45,6 +45,14 @@ pub enum CliError {
     LeaseHeld { run: String, holder: LeaseHolder },
     #[error("{0}")]
     NotFound(String),
+    /// `gc` could not remove everything it set out to; what it did is in `report`.
+    #[error("gc: {failed} of {total} removals failed; resources may remain (first: {first})")]
+    GcIncomplete {
+        failed: usize,
+        total: usize,
+        first: String,
+        report: Box<serde_json::Value>,
+    },
     #[error("run {run} interrupted ({why}); continue with: dbctl resume {run}")]
     Interrupted { run: String, why: String },
     #[error(transparent)]
@@ -58,7 +66,9 @@ impl CliError {
             CliError::Quota { .. } => exit::QUOTA,
             CliError::RolledBack { .. } => exit::ROLLED_BACK,
             CliError::Kept { .. } => exit::KEPT,
-            CliError::RollbackFailed { .. } => exit::ROLLBACK_FAILED,
+            CliError::RollbackFailed { .. } | CliError::GcIncomplete { .. } => {
+                exit::ROLLBACK_FAILED
+            }
             CliError::LeaseHeld { .. } => exit::LEASE_HELD,
             CliError::NotFound(_) => exit::NOT_FOUND,
             CliError::Interrupted { .. } => exit::INTERRUPTED,
@@ -74,6 +84,7 @@ impl CliError {
             CliError::RolledBack { .. } => "run_failed_rolled_back",
             CliError::Kept { .. } => "run_failed_kept",
             CliError::RollbackFailed { .. } => "rollback_failed",
+            CliError::GcIncomplete { .. } => "gc_incomplete",
             CliError::LeaseHeld { .. } => "lease_held",
             CliError::NotFound(_) => "not_found",
             CliError::Interrupted { .. } => "interrupted",
@@ -97,6 +108,7 @@ impl CliError {
             CliError::LeaseHeld { run, holder } => {
                 serde_json::json!({ "run": run, "holder": holder })
             }
+            CliError::GcIncomplete { report, .. } => serde_json::json!({ "report": report }),
             _ => serde_json::json!({}),
         };
         if let (Some(obj), serde_json::Value::Object(more)) = (v["error"].as_object_mut(), extra) {

@@ -513,3 +513,77 @@ async fn a_gone_node_fails_at_once_instead_of_waiting_out_ssh_wait() {
     );
     assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
 }
+
+/// The gc actions of a report that sweep, as (run, resources).
+fn sweeps(report: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "sweep")
+        .map(|a| {
+            let res = a["resources"].as_array().unwrap();
+            (
+                a["run"].as_str().unwrap_or("").to_string(),
+                res.iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_sweeps_what_a_run_left_once_its_journal_is_gone_and_nothing_of_others() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    // Another dbctl (its own state directory) with a live run in the same account.
+    let other = aws_env();
+    let crash = Some("provision.vm.primary@after=crash");
+    let out = other.run(&["create", "theirs", "--on-failure", "keep"], crash);
+    assert!(was_killed(&out), "{}", stderr(&out));
+    let theirs = other.last_run();
+    let out = env.run(&["create", "db", "--on-failure", "keep"], crash);
+    assert!(was_killed(&out), "{}", stderr(&out));
+    let run = env.last_run();
+    let before = by_kind(&run).await;
+    assert_eq!(before.get("Vpc"), Some(&1), "{before:?}");
+    assert_eq!(before.get("Instance"), Some(&1), "{before:?}");
+
+    // While the journal has the run, it owns its resources.
+    let (code, report) = env.json(&["gc"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(sweeps(&report).is_empty(), "{report}");
+    assert_eq!(by_kind(&run).await, before);
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.journal_path().display()));
+    }
+    let (code, dry) = env.json(&["gc", "--dry-run", "--provider", "aws"]);
+    assert_eq!(code, 0, "{dry}");
+    let found = sweeps(&dry);
+    assert_eq!(found.len(), 1, "only this state directory's run: {dry}");
+    assert_eq!(found[0].0, run);
+    for kind in [
+        "Vpc vpc-",
+        "Instance i-",
+        "SecurityGroup sg-",
+        "Subnet subnet-",
+    ] {
+        assert!(
+            found[0].1.iter().any(|r| r.starts_with(kind)),
+            "{kind}: {dry}"
+        );
+    }
+    assert_eq!(by_kind(&run).await, before, "the dry run removed something");
+
+    let (code, done) = env.json(&["gc"]);
+    assert_eq!(code, 0, "{done}");
+    assert_eq!(sweeps(&done).len(), 1, "{done}");
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+    assert_eq!(by_kind(&theirs).await.get("Instance"), Some(&1));
+    assert_eq!(
+        other.run(&["rollback", &theirs], None).status.code(),
+        Some(0)
+    );
+}

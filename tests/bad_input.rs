@@ -8,7 +8,7 @@
 mod support;
 
 use sha2::{Digest, Sha256};
-use support::{Env, stderr};
+use support::{Env, journal_rows, stderr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -103,6 +103,14 @@ const CASES: &[(Setup, &[&str], i32, &str)] = &[
     (Instance, &["reinit", "db", "node-9"], 2, "name: db is not an HA instance"),
     (Instance, &["ssh", "db"], 2, "name:"),
     (Instance, &["create", "db", "--disk-gib", "11"], 2, "name: instance \"db\" already exists"),
+    // gc: bad ages, providers and flags are refused before anything is looked at
+    (Empty, &["gc", "--keep-history", "soon"], 2, "keep_history:"),
+    (Empty, &["gc", "--provider", "gcp"], 2, "provider:"),
+    (Empty, &["--config", "c-gc.toml", "gc", "--dry-run"], 2, "gc.keep_history:"),
+    (Empty, &["--config", "c-gc-key.toml", "gc"], 2, "`keep`"),
+    (Instance, &["gc", "--keep-history=-1d"], 2, "keep_history:"),
+    (Instance, &["gc", "--provider", "gcp", "--dry-run"], 2, "provider:"),
+    (Instance, &["gc", "--older-than", "3d"], 2, "--older-than"),
     // a journal that is not dbctl's: exit 1 (unreadable journal), the file untouched
     (Garbage, &["list"], 1, "not a dbctl journal"),
     (Garbage, &["status", "db"], 1, "not a dbctl journal"),
@@ -112,6 +120,8 @@ const CASES: &[(Setup, &[&str], i32, &str)] = &[
     (OtherApp, &["create", "db"], 1, "another application"),
     (OtherApp, &["destroy", "db"], 1, "another application"),
     (OtherApp, &["logs", "run-0000000000"], 1, "another application"),
+    (Garbage, &["gc"], 1, "not a dbctl journal"),
+    (OtherApp, &["gc", "--dry-run"], 1, "another application"),
 ];
 
 /// Spec and config files the cases name (relative: commands run in the environment's
@@ -130,6 +140,8 @@ const FILES: &[(&str, &str)] = &[
     ("c-negative.toml", "[defaults]\nprovider = \"testbed\"\n[quotas.default]\ninstances = -1\n"),
     ("c-accel.toml", "[defaults]\nprovider = \"testbed\"\n[local]\naccel = \"magic\"\n"),
     ("c-section.toml", "[defaults]\nprovider = \"testbed\"\n[nosuch]\n"),
+    ("c-gc.toml", "[defaults]\nprovider = \"testbed\"\n[gc]\nkeep_history = \"forever\"\n"),
+    ("c-gc-key.toml", "[defaults]\nprovider = \"testbed\"\n[gc]\nkeep = \"30d\"\n"),
 ];
 
 fn env_for(setup: Setup) -> Env {
@@ -181,43 +193,6 @@ fn snapshot(env: &Env) -> String {
     let effects = std::fs::read_to_string(env.path("testbed/effects.log"))
         .unwrap_or_else(|_| "no testbed effects".into());
     format!("{journal}\n-- effects --\n{effects}")
-}
-
-/// Every row of dbctl's tables, or `None` when the file has no `runs` table.
-fn journal_rows(path: &std::path::Path) -> Option<String> {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .ok()?;
-    let ours: i64 = c
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
-            [],
-            |r| r.get(0),
-        )
-        .ok()?;
-    if ours == 0 {
-        return None;
-    }
-    let mut out = String::new();
-    for table in ["instances", "runs", "steps", "resources", "events"] {
-        let mut st = c
-            .prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))
-            .unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| {
-                        r.get::<_, rusqlite::types::Value>(i)
-                            .map(|v| format!("{v:?}"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap();
-        for row in rows {
-            out += &format!("{table}: {}\n", row.unwrap().join(" | "));
-        }
-    }
-    Some(out)
 }
 
 #[test]

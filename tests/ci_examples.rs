@@ -24,7 +24,8 @@ fn dbctl_commands(text: &str) -> Vec<Vec<String>> {
     commands
 }
 
-fn check(file: &str, always: &str) {
+/// The example file's text and its `dbctl` commands, each checked with dbctl's own parser.
+fn parsed(file: &str) -> (String, Vec<Vec<String>>) {
     let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let commands = dbctl_commands(&text);
@@ -33,6 +34,11 @@ fn check(file: &str, always: &str) {
             panic!("{file}: {words:?} is not a dbctl command line:\n{e}");
         }
     }
+    (text, commands)
+}
+
+fn check(file: &str, always: &str) {
+    let (text, commands) = parsed(file);
     let sub = |name: &str| {
         commands
             .iter()
@@ -82,4 +88,20 @@ fn the_extractor_splits_commands_like_a_shell_would() {
     let c =
         dbctl_commands("  - x=$(dbctl connect \"$DB\" --output json | jq -r .uri)\n# dbctl nope\n");
     assert_eq!(c, vec![vec!["dbctl", "connect", "$DB", "--output", "json"]]);
+}
+
+#[test]
+fn the_scheduled_gc_example_parses_and_runs_on_a_schedule() {
+    let (text, commands) = parsed("github-actions-gc.yml");
+    assert!(
+        commands
+            .iter()
+            .any(|w| w.get(1).map(String::as_str) == Some("gc")
+                && !w.iter().any(|a| a == "--dry-run")),
+        "the example never runs gc for real"
+    );
+    assert!(
+        text.contains("schedule:") && text.contains("cron:"),
+        "no schedule"
+    );
 }

@@ -1,11 +1,13 @@
 //! `dbctl list`: instances in the journal.
 
+use std::collections::HashMap;
+
 use clap::Args;
 use serde::Serialize;
 
 use super::output::{emit, table};
 use crate::error::CliError;
-use crate::journal::{InstanceRow, format_ms, now_ms, outputs_of};
+use crate::journal::{InstanceRow, RunBrief, format_ms, now_ms};
 use crate::operations::App;
 
 #[derive(Debug, Args)]
@@ -40,10 +42,13 @@ pub(super) fn endpoints(
     let Some(run) = run else {
         return Ok(Vec::new());
     };
-    let steps = journal.steps(run)?;
-    let outputs = |name| outputs_of(&steps, name).cloned().unwrap_or_default();
-    let dns = outputs("register.dns");
-    let mut eps: Vec<serde_json::Value> = outputs("register.endpoints")["endpoints"]
+    // Two primary-key lookups, not the run's every step: `list --all` does this for every
+    // instance of a long history.
+    let outputs = |name: &str| -> Result<serde_json::Value, CliError> {
+        Ok(journal.step_output(run, name)?.unwrap_or_default())
+    };
+    let dns = outputs("register.dns")?;
+    let mut eps: Vec<serde_json::Value> = outputs("register.endpoints")?["endpoints"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -66,9 +71,13 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
         return Ok(());
     };
     let now = now_ms();
+    let mut runs_of: HashMap<String, Vec<RunBrief>> = HashMap::new();
+    for r in journal.run_briefs(args.all)? {
+        runs_of.entry(r.instance_id.clone()).or_default().push(r);
+    }
     let mut items = Vec::new();
     for instance in journal.instances(args.all)? {
-        let runs = journal.runs_of_instance(&instance.id)?;
+        let runs = runs_of.remove(&instance.id).unwrap_or_default();
         // Day-2 runs (switchover, …) act on the instance; the create run is what built it.
         let run = runs
             .iter()
@@ -83,7 +92,7 @@ pub fn run(app: &App, args: ListArgs) -> Result<(), CliError> {
             expired,
             run,
             stalled: stalled.is_some(),
-            next: stalled.and_then(|r| r.next.clone()),
+            next: stalled.and_then(RunBrief::next),
             endpoints,
         });
     }

@@ -8,6 +8,7 @@ mod connect;
 mod create;
 mod destroy;
 mod failover;
+mod gc;
 mod image;
 mod list;
 mod logs;
@@ -115,6 +116,8 @@ pub enum Command {
     Destroy(destroy::DestroyArgs),
     /// Show a run's event log
     Logs(logs::LogsArgs),
+    /// Destroy expired instances, sweep leaked resources, prune old history (--dry-run: list)
+    Gc(gc::GcArgs),
     /// Build or list the local provider's base VM image
     Image(image::ImageArgs),
     /// Print an instance's connection URI (or open psql with it)
@@ -176,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollback(a) => rollback::run(&app, a).await,
         Command::Destroy(a) => destroy::run(&app, a).await,
         Command::Logs(a) => logs::run(&app, a).await,
+        Command::Gc(a) => gc::run(&app, a).await,
         Command::Image(a) => image::run(&app, a).await,
         Command::Ssh(a) => ssh::run(&app, a),
         Command::Connect(a) => connect::run(&app, a),

@@ -166,6 +166,32 @@ impl Journal {
         })
     }
 
+    /// Every provider an instance of the journal (live or destroyed) was made with.
+    pub fn providers(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT DISTINCT provider FROM instances ORDER BY provider")?;
+            let rows = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Live instances whose TTL ran out by `now`, the longest expired first.
+    pub fn expired_instances(&self, now: i64) -> Result<Vec<InstanceRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM instances
+                 WHERE state <> 'destroyed' AND expires_at IS NOT NULL AND expires_at <= ?1
+                 ORDER BY expires_at, id"
+            ))?;
+            let rows = st
+                .query_map([now], from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
     pub fn set_instance_state(&self, id: &str, state: InstanceState) -> Result<()> {
         self.write(|tx| set_state(tx, id, state))
     }

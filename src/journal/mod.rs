@@ -7,6 +7,7 @@
 #[macro_use]
 mod text_enum;
 pub mod events;
+pub mod gc;
 pub mod instances;
 pub mod lease;
 pub mod resources;
@@ -16,10 +17,11 @@ pub mod steps;
 pub mod transitions;
 
 pub use events::EventRow;
+pub use gc::Pruned;
 pub use instances::{InstanceRow, InstanceState, NewInstance};
 pub use lease::{Lease, LeaseHolder};
 pub use resources::ResourceRow;
-pub use runs::{NewRun, RunRow, RunState};
+pub use runs::{NewRun, RunBrief, RunRow, RunState};
 pub use steps::{StepRow, StepState, outputs_of};
 
 use std::collections::HashMap;

@@ -92,22 +92,34 @@ const COLUMNS: &str = "id, instance_id, operation, state, idempotency_key, spec_
                        purge_backups, purge_reason, settings, lease_pid, lease_host, \
                        lease_expires_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
-    let id: String = r.get(0)?;
-    let state: RunState = r.get(3)?;
-    let holder = match (r.get(16)?, r.get(17)?, r.get(18)?) {
+/// The lease holder recorded in columns `at`, `at + 1`, `at + 2` (pid, host, expiry).
+fn holder_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<super::LeaseHolder>> {
+    Ok(match (r.get(at)?, r.get(at + 1)?, r.get(at + 2)?) {
         (Some(pid), Some(host), Some(expires_at)) => Some(super::LeaseHolder {
             pid,
             host,
             expires_at,
         }),
         _ => None,
-    };
-    let stalled = in_progress(state) && !holder.as_ref().is_some_and(super::lease::is_live);
+    })
+}
+
+/// Whether a run recorded in `state` with `holder` is stalled (nothing drives it), and the
+/// state to show for it.
+fn liveness(state: RunState, holder: Option<&super::LeaseHolder>) -> (bool, RunState) {
+    let stalled = in_progress(state) && !holder.is_some_and(super::lease::is_live);
     let shown_state = match state {
         RunState::Running | RunState::Pending if stalled => RunState::Interrupted,
         s => s,
     };
+    (stalled, shown_state)
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    let id: String = r.get(0)?;
+    let state: RunState = r.get(3)?;
+    let holder = holder_at(r, 16)?;
+    let (stalled, shown_state) = liveness(state, holder.as_ref());
     Ok(RunRow {
         next: stalled.then(|| format!("dbctl resume {id}")),
         id,
@@ -130,6 +142,56 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         purge_reason: r.get(14)?,
         settings_json: r.get(15)?,
     })
+}
+
+/// What `list` needs of a run: no spec, placement or settings (kilobytes each, times every
+/// run of a long history).
+#[derive(Debug, Clone)]
+pub struct RunBrief {
+    pub id: String,
+    pub instance_id: String,
+    pub operation: String,
+    pub state: RunState,
+    pub stalled: bool,
+    /// Who holds its lease, if anyone.
+    pub holder: Option<super::LeaseHolder>,
+}
+
+impl RunBrief {
+    /// What to run about a stalled run.
+    pub fn next(&self) -> Option<String> {
+        self.stalled.then(|| format!("dbctl resume {}", self.id))
+    }
+}
+
+/// Runs of the instances `list` shows (every instance with `all`, else the live ones), newest
+/// first, in one query.
+pub fn briefs(conn: &Connection, all: bool) -> Result<Vec<RunBrief>> {
+    let filter = if all {
+        ""
+    } else {
+        "WHERE r.instance_id IN (SELECT id FROM instances WHERE state <> 'destroyed')"
+    };
+    let mut st = conn.prepare(&format!(
+        "SELECT r.id, r.instance_id, r.operation, r.state, r.lease_pid, r.lease_host,
+                r.lease_expires_at
+         FROM runs r {filter} ORDER BY r.created_at DESC, r.rowid DESC"
+    ))?;
+    let rows = st
+        .query_map([], |r| {
+            let state: RunState = r.get(3)?;
+            let holder = holder_at(r, 4)?;
+            Ok(RunBrief {
+                id: r.get(0)?,
+                instance_id: r.get(1)?,
+                operation: r.get(2)?,
+                state,
+                stalled: liveness(state, holder.as_ref()).0,
+                holder,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// States in which a run must have a live process driving it.
@@ -224,6 +286,11 @@ pub fn live_placements(conn: &Connection, provider: &str, region: &str) -> Resul
 impl Journal {
     pub fn live_placements(&self, provider: &str, region: &str) -> Result<Vec<String>> {
         self.read(|c| live_placements(c, provider, region))
+    }
+
+    /// Runs of the instances `list` shows, newest first, without their large columns.
+    pub fn run_briefs(&self, all: bool) -> Result<Vec<RunBrief>> {
+        self.read(|c| briefs(c, all))
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRow>> {

@@ -103,6 +103,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN purge_reason TEXT;
     ALTER TABLE runs ADD COLUMN settings TEXT;
     "#,
+    // 3: what `gc` and a journal of thousands of throwaway instances need. Partial indexes
+    // keep the live set's lookups (admission's spread, gc's TTL scan) independent of how many
+    // destroyed instances the history holds; `instances_destroyed_at` finds the history old
+    // enough to prune without reading the rest.
+    r#"
+    CREATE INDEX instances_live_expiry ON instances(expires_at)
+        WHERE state <> 'destroyed' AND expires_at IS NOT NULL;
+    CREATE INDEX instances_live_where ON instances(provider, region) WHERE state <> 'destroyed';
+    CREATE INDEX instances_destroyed_at ON instances(updated_at) WHERE state = 'destroyed';
+    CREATE INDEX instances_created ON instances(created_at DESC, id);
+    "#,
 ];
 
 /// Whether `conn` is a dbctl journal, or an empty file that may become one: refuses a file

@@ -1,6 +1,6 @@
 //! Steps of a run: the saga's unit of work, with attempts, outputs and rollback state.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::transitions::guard_step;
 use super::{Journal, JournalError, Result, now_ms};
@@ -130,9 +130,29 @@ pub fn outputs_of<'a>(steps: &'a [StepRow], name: &str) -> Option<&'a serde_json
         .and_then(|s| s.outputs.as_ref())
 }
 
+/// The recorded outputs of one step (a primary-key lookup: no other step is read).
+pub fn output(conn: &Connection, run_id: &str, name: &str) -> Result<Option<serde_json::Value>> {
+    let text: Option<Option<String>> = conn
+        .query_row(
+            "SELECT outputs FROM steps WHERE run_id = ?1 AND name = ?2",
+            params![run_id, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.flatten()
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| JournalError::Corrupt(format!("outputs of {name} in {run_id}: {e}")))
+}
+
 impl Journal {
     pub fn steps(&self, run_id: &str) -> Result<Vec<StepRow>> {
         self.read(|c| list(c, run_id))
+    }
+
+    /// The outputs of step `name` of a run, without reading its other steps.
+    pub fn step_output(&self, run_id: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        self.read(|c| output(c, run_id, name))
     }
 
     /// Records the intent to execute: state `running`, attempt counter bumped, the client

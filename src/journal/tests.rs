@@ -21,7 +21,7 @@ fn new_journal_is_private_and_migrations_are_idempotent() {
     let version: i64 = j
         .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mode: String = j
         .read(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
         .unwrap();

@@ -3,6 +3,7 @@
 pub mod admit;
 pub mod day2;
 mod drive;
+pub mod gc;
 mod lease_keeper;
 mod lookup;
 mod placement;

@@ -6,11 +6,14 @@
 //! feature, for driving the real binary through crash and rollback tests.
 
 pub mod aws;
+pub mod leftovers;
 pub mod local;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 
 use std::sync::Arc;
+
+pub use leftovers::Leftover;
 
 use crate::config::Config;
 use crate::flow::Action;
@@ -110,6 +113,19 @@ pub trait Provider: Send + Sync {
 
     /// The implementation of one step.
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step>;
+
+    /// Everything this provider holds that dbctl made from this state directory, each with
+    /// its run, found without the journal (local: run directories and their processes; aws:
+    /// resources tagged with this directory's owner).
+    async fn leftovers(&self) -> Result<Vec<Leftover>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Removes whatever [`Provider::leftovers`] finds of `run_id`, dependents first. Safe to
+    /// call again; on `Ok` nothing of the run is left.
+    async fn remove_leftovers(&self, _run_id: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Why a provider cannot run here.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Provider, RunInfo};
+use super::{Leftover, Provider, RunInfo};
 use crate::flow::Action;
 use crate::saga::{Step, StepCtx, StepError};
 use crate::scheduler::ZoneInfo;
@@ -42,6 +42,24 @@ impl Testbed {
     }
 }
 
+impl Testbed {
+    /// (run, step) of every marker that exists: its last recorded effect is a create.
+    fn markers_left(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.join("effects.log")).unwrap_or_default();
+        let mut last = std::collections::BTreeMap::new();
+        for l in text.lines() {
+            let mut p = l.splitn(3, ' ');
+            if let (Some(verb), Some(run), Some(step)) = (p.next(), p.next(), p.next()) {
+                last.insert((run.to_string(), step.to_string()), verb == "create");
+            }
+        }
+        last.into_iter()
+            .filter(|(_, exists)| *exists)
+            .map(|(key, _)| key)
+            .collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for Testbed {
     fn name(&self) -> &'static str {
@@ -57,6 +75,33 @@ impl Provider for Testbed {
                 live_nodes: 0,
             })
             .collect()
+    }
+
+    /// Every marker whose last effect is a create, of any run: the testbed's "tag scan".
+    async fn leftovers(&self) -> Result<Vec<Leftover>, String> {
+        Ok(self
+            .markers_left()
+            .into_iter()
+            .map(|(run_id, step)| Leftover {
+                run_id,
+                what: format!("marker {step}"),
+            })
+            .collect())
+    }
+
+    async fn remove_leftovers(&self, run_id: &str) -> Result<(), String> {
+        let log = self.dir.join("effects.log");
+        let lines: String = self
+            .markers_left()
+            .into_iter()
+            .filter(|(run, _)| run == run_id)
+            .map(|(run, step)| format!("delete {run} {step}\n"))
+            .collect();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(lines.as_bytes()))
+            .map_err(|e| format!("testbed {}: {e}", log.display()))
     }
 
     fn bind(&self, run: &RunInfo<'_>, _step: &str, action: &Action) -> Arc<dyn Step> {

@@ -10,7 +10,7 @@ use super::steps::{AwsEnv, AwsStep};
 use crate::config::AwsSection;
 use crate::flow::Action;
 use crate::postgres::Pg;
-use crate::provider::{Provider, RunInfo};
+use crate::provider::{Leftover, Provider, RunInfo};
 use crate::saga::Step;
 use crate::scheduler::ZoneInfo;
 use crate::spec::{InstanceSpec, ValidationError};
@@ -35,6 +35,17 @@ impl Aws {
             state_dir,
             envs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A client for sweeping: the configured region (else aws-config's chain), nothing else.
+    async fn sweeper(&self) -> Result<super::Ec2, String> {
+        let settings = super::AwsSettings {
+            region: self.config.region.clone(),
+            ..Default::default()
+        };
+        super::Ec2::connect(&settings)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn env(&self, run: &RunInfo<'_>) -> Arc<AwsEnv> {
@@ -118,6 +129,30 @@ impl Provider for Aws {
     ) -> crate::provider::Preflight {
         let env = AwsEnv::new(&self.config, spec, self.state_dir.clone());
         super::preflight::run(&env, spec, permissions).await
+    }
+
+    async fn leftovers(&self) -> Result<Vec<Leftover>, String> {
+        let ec2 = self.sweeper().await?;
+        let owner = crate::provider::leftovers::owner_id(&self.state_dir);
+        let found = ec2
+            .owned_resources(&owner)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(found
+            .into_iter()
+            .filter_map(|r| {
+                let state = r.state.map(|s| format!(" ({s})")).unwrap_or_default();
+                Some(Leftover {
+                    what: format!("{:?} {} in {}{state}", r.kind, r.id, ec2.region()),
+                    run_id: r.run?,
+                })
+            })
+            .collect())
+    }
+
+    async fn remove_leftovers(&self, run_id: &str) -> Result<(), String> {
+        let ec2 = self.sweeper().await?;
+        ec2.sweep_run(run_id).await.map_err(|e| e.to_string())
     }
 
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {

@@ -84,6 +84,10 @@ impl AwsEnv {
     /// The tags of this run; the generation moves on after a rollback of the step.
     pub fn tags(&self, ctx: &StepCtx) -> Result<RunTags, StepError> {
         let mut extra = self.user_tags.clone();
+        extra.insert(
+            super::tags::TAG_OWNER.to_string(),
+            crate::provider::leftovers::owner_id(&self.state_dir),
+        );
         if let Some(at) = self.expires_at(ctx)? {
             extra.insert(super::tags::TAG_EXPIRES_AT.to_string(), at);
         }

@@ -6,8 +6,8 @@
 use super::Ec2;
 use super::error::AwsError;
 use super::instance::LIVE_INSTANCE_STATES;
-use super::tags::{TAG_INSTANCE, TAG_RUN, TAG_STEP, filter, tag_filter, tag_value};
-use aws_sdk_ec2::types::Tag;
+use super::tags::{TAG_INSTANCE, TAG_OWNER, TAG_RUN, TAG_STEP, filter, tag_filter, tag_value};
+use aws_sdk_ec2::types::{Filter, Tag};
 
 /// The kinds of resource dbctl creates on EC2, in the order `sweep_run` deletes them.
 #[derive(
@@ -31,6 +31,8 @@ pub struct TaggedResource {
     /// The resource id; for key pairs the key *name* (what `DeleteKeyPair` and `RunInstances`
     /// use).
     pub id: String,
+    /// The run it belongs to (`dbctl:run`).
+    pub run: Option<String>,
     pub step: Option<String>,
     pub instance: Option<String>,
     /// EC2's state where the kind has one (instances, volumes, VPCs).
@@ -46,6 +48,7 @@ fn tagged(
     Some(TaggedResource {
         kind,
         id: id?.to_string(),
+        run: tag_value(tags, TAG_RUN).map(str::to_string),
         step: tag_value(tags, TAG_STEP).map(str::to_string),
         instance: tag_value(tags, TAG_INSTANCE).map(str::to_string),
         state: state.map(str::to_string),
@@ -57,15 +60,34 @@ impl Ec2 {
     /// tables, security groups, instances (not terminated), volumes (not deleting/deleted) and
     /// key pairs, sorted in sweep order.
     pub async fn tagged_resources(&self, run_id: &str) -> Result<Vec<TaggedResource>, AwsError> {
+        let label = format!("resources of run {run_id}");
+        self.tagged_where(tag_filter(TAG_RUN, run_id), &label).await
+    }
+
+    /// Every live resource dbctl made for the state directory `owner` names (tag
+    /// `dbctl:owner`, see [`crate::provider::leftovers::owner_id`]), of any run: what `gc`
+    /// compares with the journal. Resources of other dbctl installations sharing the account
+    /// carry another owner and are never returned.
+    pub async fn owned_resources(&self, owner: &str) -> Result<Vec<TaggedResource>, AwsError> {
+        let label = format!("resources of dbctl owner {owner}");
+        self.tagged_where(tag_filter(TAG_OWNER, owner), &label)
+            .await
+    }
+
+    /// The live resources of every kind dbctl creates that match `tag`, in sweep order.
+    async fn tagged_where(
+        &self,
+        tag: Filter,
+        label: &str,
+    ) -> Result<Vec<TaggedResource>, AwsError> {
         use super::error::fail;
         use ResourceKind as K;
-        let label = format!("resources of run {run_id}");
-        let run = || vec![tag_filter(TAG_RUN, run_id)];
+        let run = || vec![tag.clone()];
         let mut all = Vec::new();
 
         let mut f = run();
         f.push(filter("instance-state-name", LIVE_INSTANCE_STATES));
-        for i in self.find_instances(f, &label).await? {
+        for i in self.find_instances(f, label).await? {
             let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
             all.extend(tagged(K::Instance, i.instance_id(), i.tags(), state));
         }
@@ -74,14 +96,14 @@ impl Ec2 {
             "status",
             &["creating", "available", "in-use", "error"],
         ));
-        for v in self.find_volumes(f, &label).await? {
+        for v in self.find_volumes(f, label).await? {
             let state = v.state().map(|s| s.as_str());
             all.extend(tagged(K::Volume, v.volume_id(), v.tags(), state));
         }
-        for k in self.find_keys(run(), &label).await? {
+        for k in self.find_keys(run(), label).await? {
             all.extend(tagged(K::KeyPair, k.key_name(), k.tags(), None));
         }
-        for g in self.find_groups(run(), &label).await? {
+        for g in self.find_groups(run(), label).await? {
             all.extend(tagged(K::SecurityGroup, g.group_id(), g.tags(), None));
         }
         let out = self
@@ -91,7 +113,7 @@ impl Ec2 {
             .send()
             .await;
         for t in out
-            .map_err(fail("DescribeRouteTables", &label))?
+            .map_err(fail("DescribeRouteTables", label))?
             .route_tables()
         {
             all.extend(tagged(K::RouteTable, t.route_table_id(), t.tags(), None));
@@ -103,7 +125,7 @@ impl Ec2 {
             .send()
             .await;
         for g in out
-            .map_err(fail("DescribeInternetGateways", &label))?
+            .map_err(fail("DescribeInternetGateways", label))?
             .internet_gateways()
         {
             all.extend(tagged(
@@ -119,7 +141,7 @@ impl Ec2 {
             .set_filters(Some(run()))
             .send()
             .await;
-        for s in out.map_err(fail("DescribeSubnets", &label))?.subnets() {
+        for s in out.map_err(fail("DescribeSubnets", label))?.subnets() {
             let state = s.state().map(|s| s.as_str());
             all.extend(tagged(K::Subnet, s.subnet_id(), s.tags(), state));
         }
@@ -129,7 +151,7 @@ impl Ec2 {
             .set_filters(Some(run()))
             .send()
             .await;
-        for v in out.map_err(fail("DescribeVpcs", &label))?.vpcs() {
+        for v in out.map_err(fail("DescribeVpcs", label))?.vpcs() {
             let state = v.state().map(|s| s.as_str());
             all.extend(tagged(K::Vpc, v.vpc_id(), v.tags(), state));
         }

@@ -14,6 +14,9 @@ pub const TAG_PROJECT: &str = "dbctl:project";
 pub const TAG_INSTANCE: &str = "dbctl:instance";
 pub const TAG_STEP: &str = "dbctl:step";
 pub const TAG_GENERATION: &str = "dbctl:generation";
+/// Which dbctl state directory (host + directory of the journal) made the resource, so `gc`
+/// sweeps only its own leaks in an account other installations share.
+pub const TAG_OWNER: &str = "dbctl:owner";
 /// When the instance's `--ttl` runs out (RFC 3339, UTC), so account-wide cleanup tools can see it.
 pub const TAG_EXPIRES_AT: &str = "dbctl:expires-at";
 

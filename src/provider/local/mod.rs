@@ -11,6 +11,7 @@ mod host;
 pub mod hub;
 pub mod image;
 pub mod image_import;
+mod leftovers;
 mod paths;
 mod process;
 mod qemu;
@@ -281,6 +282,14 @@ impl Provider for Local {
 
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {
         steps::bind(&self.env, run, step, action)
+    }
+
+    async fn leftovers(&self) -> Result<Vec<super::Leftover>, String> {
+        Ok(leftovers::scan(&self.env.state_dir))
+    }
+
+    async fn remove_leftovers(&self, run_id: &str) -> Result<(), String> {
+        leftovers::remove(&self.env.state_dir, run_id).await
     }
 
     async fn node_states(&self, run_id: &str, nodes: &[String]) -> Vec<super::NodeState> {
