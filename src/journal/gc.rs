@@ -173,14 +173,8 @@ pub fn owning_runs_beside(journal: &Path) -> Result<HashSet<String>> {
         };
         let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(open_err)?;
-        let is_journal: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(open_err)?;
-        if is_journal == 1 {
+        let tables = super::schema::table_names(&c).map_err(open_err)?;
+        if tables.iter().any(|t| t == "runs") {
             all.extend(owning_runs_in(&c)?);
         }
     }

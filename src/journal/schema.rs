@@ -131,7 +131,7 @@ pub fn check_is_journal(conn: &Connection) -> Result<(), Box<dyn std::error::Err
     .into())
 }
 
-fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+pub(super) fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut st =
         conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
     st.query_map([], |r| r.get(0))?.collect()
