@@ -106,6 +106,11 @@ fn holder_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Option<super::LeaseHold
 
 /// Whether a run recorded in `state` with `holder` is stalled (nothing drives it), and the
 /// state to show for it.
+/// What to run about a stalled run (`RunRow::next`, `RunBrief::next`).
+fn resume_hint(stalled: bool, id: &str) -> Option<String> {
+    stalled.then(|| format!("dbctl resume {id}"))
+}
+
 fn liveness(state: RunState, holder: Option<&super::LeaseHolder>) -> (bool, RunState) {
     let stalled = in_progress(state) && !holder.is_some_and(super::lease::is_live);
     let shown_state = match state {
@@ -121,7 +126,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
     let holder = holder_at(r, 16)?;
     let (stalled, shown_state) = liveness(state, holder.as_ref());
     Ok(RunRow {
-        next: stalled.then(|| format!("dbctl resume {id}")),
+        next: resume_hint(stalled, &id),
         id,
         instance_id: r.get(1)?,
         operation: r.get(2)?,
@@ -160,7 +165,7 @@ pub struct RunBrief {
 impl RunBrief {
     /// What to run about a stalled run.
     pub fn next(&self) -> Option<String> {
-        self.stalled.then(|| format!("dbctl resume {}", self.id))
+        resume_hint(self.stalled, &self.id)
     }
 }
 
