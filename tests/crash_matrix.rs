@@ -131,6 +131,26 @@ fn crash_then_rollback_undoes_every_effect() {
 }
 
 #[test]
+fn every_step_and_every_undo_executed_twice_still_acts_exactly_once() {
+    let env = Env::new();
+    let steps = step_names(&env, true);
+    let every = |point: &str| {
+        steps
+            .iter()
+            .map(|s| format!("{s}@{point}=repeat"))
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    let out = env.run(&["create", "db", "--ha"], Some(&every("after")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&env, &steps, "executed twice");
+    let out = env.run(&["destroy", "db"], Some(&every("undo-after")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_all_undone(&env, &steps, "undone twice");
+    assert!(env.count("delete").values().all(|n| *n == 1));
+}
+
+#[test]
 fn crash_during_rollback_is_finished_by_rollback_or_resume() {
     let env = Env::new();
     let steps = step_names(&env, true);

@@ -127,7 +127,12 @@ impl Saga {
                     };
                     let res = async {
                         faults.fire(name, &FaultPoint::Before, attempt)?;
-                        let out = timed(policy, imp.execute(&ctx)).await?;
+                        let mut out = timed(policy, imp.execute(&ctx)).await?;
+                        if faults.repeats(name, &FaultPoint::After, attempt) {
+                            // The step executed twice (a reply lost, the call retried): the
+                            // second execution must find and adopt what the first made.
+                            out = timed(policy, imp.execute(&ctx)).await?;
+                        }
                         faults.fire(name, &FaultPoint::After, attempt)?;
                         Ok(out)
                     }

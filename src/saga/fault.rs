@@ -5,7 +5,9 @@
 //!   before its outputs are journaled), `undo-before`, `undo-after` (the same for rollback), or
 //!   a point a step names inside itself (`provision.vm.primary@qemu-started=crash`).
 //! - ACTION: `crash` (SIGKILL to ourselves: no cleanup, no journal write, like `kill -9`),
-//!   `transient` or `permanent` (the step attempt fails with that kind of error).
+//!   `transient` or `permanent` (the step attempt fails with that kind of error), or `repeat`
+//!   (at `after` or `undo-after` only: the step's side effect, or its undo, runs a second time
+//!   at once, as when a reply was lost and the call retried; the second result is the one kept).
 //! - `*N`: fire only on attempts 1..=N (attempts as counted in the journal); without it, every
 //!   attempt.
 //!
@@ -30,6 +32,7 @@ enum Action {
     Crash,
     Transient,
     Permanent,
+    Repeat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +107,16 @@ impl FaultPlan {
                 "crash" => Action::Crash,
                 "transient" => Action::Transient,
                 "permanent" => Action::Permanent,
-                _ => return Err(bad("ACTION is crash, transient or permanent")),
+                "repeat" => Action::Repeat,
+                _ => return Err(bad("ACTION is crash, transient, permanent or repeat")),
             };
+            if action == Action::Repeat
+                && !matches!(point, FaultPoint::After | FaultPoint::UndoAfter)
+            {
+                return Err(bad(
+                    "repeat is a point after the side effect: after or undo-after",
+                ));
+            }
             rules.push(Rule {
                 step: step.to_string(),
                 point,
@@ -116,11 +127,29 @@ impl FaultPlan {
         Ok(FaultPlan { rules })
     }
 
+    fn matching(
+        &self,
+        step: &str,
+        point: &FaultPoint,
+        attempt: u32,
+    ) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(move |r| {
+            r.step == step && r.point == *point && r.up_to_attempt.is_none_or(|n| attempt <= n)
+        })
+    }
+
+    /// Whether the side effect (or undo) just done at `point` is to be done once more.
+    pub fn repeats(&self, step: &str, point: &FaultPoint, attempt: u32) -> bool {
+        self.matching(step, point, attempt)
+            .any(|r| r.action == Action::Repeat)
+    }
+
     /// Fires the matching rule, if any: crashes the process or returns the injected error.
     pub fn fire(&self, step: &str, point: &FaultPoint, attempt: u32) -> Result<(), StepError> {
-        let Some(rule) = self.rules.iter().find(|r| {
-            r.step == step && r.point == *point && r.up_to_attempt.is_none_or(|n| attempt <= n)
-        }) else {
+        let Some(rule) = self
+            .matching(step, point, attempt)
+            .find(|r| r.action != Action::Repeat)
+        else {
             return Ok(());
         };
         let what = format!("injected fault at {step}@{point:?} (attempt {attempt})");
@@ -128,6 +157,7 @@ impl FaultPlan {
             Action::Crash => crash_now(&what),
             Action::Transient => Err(StepError::Transient(what)),
             Action::Permanent => Err(StepError::Permanent(what)),
+            Action::Repeat => unreachable!("repeat rules are asked for with repeats()"),
         }
     }
 }
@@ -172,8 +202,25 @@ mod tests {
     }
 
     #[test]
+    fn repeat_rules_repeat_and_never_fire() {
+        let p = FaultPlan::parse("a@after=repeat*1;a@after=crash*0;b@undo-after=repeat").unwrap();
+        assert!(p.repeats("a", &FaultPoint::After, 1));
+        assert!(!p.repeats("a", &FaultPoint::After, 2));
+        assert!(p.fire("a", &FaultPoint::After, 1).is_ok());
+        assert!(p.repeats("b", &FaultPoint::UndoAfter, 7));
+        assert!(!p.repeats("b", &FaultPoint::After, 1));
+    }
+
+    #[test]
     fn rejects_malformed_rules() {
-        for bad in ["x", "x@Later=crash", "x@before=explode", "x@before=crash*n"] {
+        for bad in [
+            "x",
+            "x@Later=crash",
+            "x@before=explode",
+            "x@before=crash*n",
+            "x@before=repeat",
+            "x@undo-before=repeat",
+        ] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }
     }

@@ -126,6 +126,10 @@ impl Saga {
                     let res = async {
                         faults.fire(name, &FaultPoint::UndoBefore, attempt)?;
                         timed(policy, imp.rollback(&ctx)).await?;
+                        if faults.repeats(name, &FaultPoint::UndoAfter, attempt) {
+                            // The undo executed twice: the second finds nothing left to remove.
+                            timed(policy, imp.rollback(&ctx)).await?;
+                        }
                         faults.fire(name, &FaultPoint::UndoAfter, attempt)
                     }
                     .await;
