@@ -20,7 +20,7 @@ pub use events::EventRow;
 pub use gc::Pruned;
 pub use instances::{InstanceRow, InstanceState, NewInstance};
 pub use lease::{Lease, LeaseHolder};
-pub use resources::ResourceRow;
+pub use resources::{ResourceRow, ResourceState};
 pub use runs::{NewRun, RunBrief, RunRow, RunState};
 pub use steps::{StepRow, StepState, outputs_of};
 

@@ -1,0 +1,302 @@
+//! The fault matrix of the aws flow, through the real binary against moto_server: for every
+//! provision step and every fault — crash before the side effect, crash after it before the
+//! journal write, a transient error after it, a permanent error after it, the step executed
+//! twice, its undo executed twice — two checks, each from a fresh run:
+//!
+//! * **resume**: after the fault, `dbctl resume` (or the run itself, for faults it survives)
+//!   carries the run forward to the deploy stage with exactly one of every resource tagged with
+//!   the run. moto has no machines, so deploy is as far as any aws run gets here (it fails there
+//!   for want of an SSH host key); past it the cells wait for the EC2 twin (issue 13).
+//! * **rollback**: `dbctl rollback` (or the automatic one, for a permanent failure) leaves zero
+//!   resources tagged with the run in EC2 and no live resource in the journal.
+//!
+//! It prints one table, pass/fail per cell with the time taken; `scripts/fault-matrix` runs it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dbctl::journal::ResourceState;
+use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
+use support::{Env, moto, stderr, was_killed};
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    CrashBefore,
+    CrashAfter,
+    Transient,
+    Permanent,
+    Twice,
+    UndoTwice,
+}
+
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::CrashBefore,
+        Fault::CrashAfter,
+        Fault::Transient,
+        Fault::Permanent,
+        Fault::Twice,
+        Fault::UndoTwice,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Fault::CrashBefore => "crash before",
+            Fault::CrashAfter => "crash after",
+            Fault::Transient => "transient",
+            Fault::Permanent => "permanent",
+            Fault::Twice => "step twice",
+            Fault::UndoTwice => "undo twice",
+        }
+    }
+}
+
+/// A fresh aws environment; the SSH wait is short because moto instances never answer.
+fn aws_env() -> Env {
+    Env::aws("[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n")
+}
+
+async fn tagged(run: &str) -> BTreeMap<String, usize> {
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let mut m = BTreeMap::new();
+    for r in ec2.tagged_resources(run).await.unwrap() {
+        let key = match r.kind {
+            ResourceKind::Volume => format!("Volume:{}", r.step.unwrap_or_default()),
+            k => format!("{k:?}"),
+        };
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
+
+fn check(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(why()) }
+}
+
+/// Exit 5 at the deploy stage, for want of SSH: the furthest an aws run gets on moto.
+fn reached_deploy(out: &std::process::Output) -> Result<(), String> {
+    let err = stderr(out);
+    check(
+        out.status.code() == Some(5) && err.contains("no SSH host key"),
+        || format!("expected exit 5 at deploy, got {:?}: {err}", out.status),
+    )
+}
+
+/// Exactly one of each kind of resource the provision stage makes, nothing doubled.
+async fn exactly_one_of_each(run: &str) -> Result<(), String> {
+    let kinds = tagged(run).await;
+    let wanted = [
+        "Vpc",
+        "SecurityGroup",
+        "Instance",
+        "Volume:provision.disk.primary",
+        "KeyPair",
+    ];
+    check(
+        wanted.iter().all(|k| kinds.get(*k) == Some(&1)) && kinds.values().all(|n| *n == 1),
+        || format!("not exactly one of each: {kinds:?}"),
+    )
+}
+
+async fn nothing_left(env: &Env, run: &str) -> Result<(), String> {
+    let kinds = tagged(run).await;
+    check(kinds.is_empty(), || format!("left in EC2: {kinds:?}"))?;
+    let live: Vec<String> = env
+        .journal()
+        .resources(run)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state != ResourceState::Deleted)
+        .map(|r| format!("{}:{}", r.step, r.name))
+        .collect();
+    check(live.is_empty(), || format!("live in the journal: {live:?}"))
+}
+
+fn rollback(env: &Env, run: &str, faults: Option<&str>) -> Result<(), String> {
+    let out = env.run(&["rollback", run], faults);
+    check(out.status.code() == Some(0), || {
+        format!("rollback: {:?}: {}", out.status, stderr(&out))
+    })
+}
+
+fn killed(out: &std::process::Output) -> Result<(), String> {
+    check(was_killed(out), || {
+        format!(
+            "expected the injected SIGKILL, got {:?}: {}",
+            out.status,
+            stderr(out)
+        )
+    })
+}
+
+const KEEP: [&str; 4] = ["create", "db", "--on-failure", "keep"];
+
+/// Fault → resume → the run reaches deploy with one of each; then a clean rollback.
+async fn resume_cell(step: &str, fault: Fault) -> Result<(), String> {
+    let env = aws_env();
+    let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
+    match fault {
+        Fault::CrashBefore | Fault::CrashAfter => {
+            let point = if matches!(fault, Fault::CrashBefore) {
+                "before"
+            } else {
+                "after"
+            };
+            killed(&env.run(&KEEP, Some(&rule(point, "crash"))))?;
+            let run = env.last_run();
+            reached_deploy(&env.run(&["resume", &run], None))?;
+        }
+        Fault::Transient => {
+            reached_deploy(&env.run(&KEEP, Some(&rule("after", "transient*1"))))?;
+            let (_, st) = env.json(&["status", &env.last_run()]);
+            let s = st["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == step)
+                .unwrap();
+            check(s["attempts"].as_u64() >= Some(2), || {
+                format!("not retried: {s}")
+            })?;
+        }
+        Fault::Permanent => {
+            let out = env.run(&KEEP, Some(&rule("after", "permanent*1")));
+            check(
+                out.status.code() == Some(5) && stderr(&out).contains(step),
+                || format!("expected a kept failure at {step}: {}", stderr(&out)),
+            )?;
+            // The cause is gone (the rule fires on attempt 1 only): resume goes on from there.
+            reached_deploy(&env.run(&["resume", &env.last_run()], None))?;
+        }
+        Fault::Twice => reached_deploy(&env.run(&KEEP, Some(&rule("after", "repeat"))))?,
+        // Undo happens only in a rollback: what is checked is the rollback cell.
+        Fault::UndoTwice => return Ok(()),
+    }
+    let run = env.last_run();
+    exactly_one_of_each(&run).await?;
+    rollback(&env, &run, None)?;
+    nothing_left(&env, &run).await
+}
+
+/// Fault → rollback (or the automatic one) → nothing tagged with the run, nothing live.
+async fn rollback_cell(step: &str, fault: Fault) -> Result<(), String> {
+    let env = aws_env();
+    let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
+    match fault {
+        Fault::CrashBefore | Fault::CrashAfter => {
+            let point = if matches!(fault, Fault::CrashBefore) {
+                "before"
+            } else {
+                "after"
+            };
+            killed(&env.run(&["create", "db"], Some(&rule(point, "crash"))))?;
+            rollback(&env, &env.last_run(), None)?;
+        }
+        Fault::Transient => {
+            reached_deploy(&env.run(&KEEP, Some(&rule("after", "transient*1"))))?;
+            rollback(&env, &env.last_run(), None)?;
+        }
+        Fault::Permanent => {
+            let out = env.run(&["create", "db"], Some(&rule("after", "permanent")));
+            check(out.status.code() == Some(4), || {
+                format!("expected exit 4 (rolled back): {}", stderr(&out))
+            })?;
+        }
+        Fault::Twice => {
+            reached_deploy(&env.run(&KEEP, Some(&rule("after", "repeat"))))?;
+            rollback(&env, &env.last_run(), None)?;
+        }
+        Fault::UndoTwice => {
+            reached_deploy(&env.run(&KEEP, None))?;
+            rollback(&env, &env.last_run(), Some(&rule("undo-after", "repeat")))?;
+        }
+    }
+    nothing_left(&env, &env.last_run()).await
+}
+
+struct Cell {
+    step: String,
+    fault: Fault,
+    resume: (Result<(), String>, f64),
+    rollback: (Result<(), String>, f64),
+}
+
+fn mark(r: &(Result<(), String>, f64), fault: Fault, resume: bool) -> String {
+    match (&r.0, fault, resume) {
+        (Ok(()), Fault::UndoTwice, true) => "n/a".into(),
+        (Ok(()), ..) => format!("pass {:.1}s", r.1),
+        (Err(_), ..) => format!("FAIL {:.1}s", r.1),
+    }
+}
+
+fn table(flow: &str, cells: &[Cell], total: f64) -> String {
+    let mut t = format!(
+        "fault matrix: {flow} ({} cells, {total:.0} s)\n| step | fault | resume | rollback |\n|---|---|---|---|\n",
+        cells.len()
+    );
+    for c in cells {
+        t += &format!(
+            "| {} | {} | {} | {} |\n",
+            c.step,
+            c.fault.label(),
+            mark(&c.resume, c.fault, true),
+            mark(&c.rollback, c.fault, false)
+        );
+    }
+    for c in cells {
+        for (what, r) in [("resume", &c.resume), ("rollback", &c.rollback)] {
+            if let Err(e) = &r.0 {
+                t += &format!("FAIL {} / {} / {what}: {e}\n", c.step, c.fault.label());
+            }
+        }
+    }
+    t
+}
+
+async fn timed<F: std::future::Future<Output = Result<(), String>>>(
+    f: F,
+) -> (Result<(), String>, f64) {
+    let t0 = Instant::now();
+    let r = f.await;
+    (r, t0.elapsed().as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_flow_every_provision_step_times_every_fault_resumes_and_rolls_back_clean() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let (_, plan) = env.json(&["plan", "db", "--provider", "aws"]);
+    let steps: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "provision")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps.len(), 6, "{steps:?}");
+    let t0 = Instant::now();
+    let mut cells = Vec::new();
+    for step in &steps {
+        for fault in Fault::ALL {
+            cells.push(Cell {
+                step: step.clone(),
+                fault,
+                resume: timed(resume_cell(step, fault)).await,
+                rollback: timed(rollback_cell(step, fault)).await,
+            });
+        }
+    }
+    let report = table("aws on moto", &cells, t0.elapsed().as_secs_f64());
+    println!("{report}");
+    if let Ok(path) = std::env::var("DBCTL_MATRIX_OUT") {
+        std::fs::write(path, &report).unwrap();
+    }
+    assert!(
+        cells
+            .iter()
+            .all(|c| c.resume.0.is_ok() && c.rollback.0.is_ok()),
+        "{report}"
+    );
+}
