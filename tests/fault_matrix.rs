@@ -11,6 +11,8 @@
 //!   resources tagged with the run in EC2 and no live resource in the journal.
 //!
 //! It prints one table, pass/fail per cell with the time taken; `scripts/fault-matrix` runs it.
+//! Beside it, the local flow on one real VM with one fault per stage (the VM matrix's share of
+//! `.ci/run`).
 
 mod support;
 
@@ -299,4 +301,84 @@ async fn aws_flow_every_provision_step_times_every_fault_resumes_and_rolls_back_
             .all(|c| c.resume.0.is_ok() && c.rollback.0.is_ok()),
         "{report}"
     );
+}
+
+/// The local flow, one fault per stage on one VM (what `.ci/run` affords; each fault is a
+/// different kind, so the run goes through all of them in turn): crash after the disk is
+/// attached (provision), a transient error after deploy, setup executed twice, a permanent
+/// failure after the DNS name is published (register, kept) — each resumed — then RUNNING over
+/// verified TLS, and a destroy whose every undo runs twice leaves no VM and no run directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_flow_one_fault_per_stage_resumes_to_running_and_destroys_clean() {
+    let env = Env::local();
+    let t0 = Instant::now();
+    let create = [
+        "create",
+        "fm",
+        "--throwaway",
+        "--disk-gib",
+        "1",
+        "--on-failure",
+        "keep",
+    ];
+    let out = env.run(&create, Some("provision.attach.primary@after=crash*1"));
+    assert!(was_killed(&out), "{}", stderr(&out));
+    let run = env.last_run();
+    assert_eq!(env.run_state(&run), "interrupted");
+    let out = env.run(
+        &["resume", &run],
+        Some(
+            "deploy.primary@after=transient*1;setup.primary@after=repeat*1;\
+             register.dns@after=permanent*1",
+        ),
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("register.dns"), "{}", stderr(&out));
+    let out = env.run(&["resume", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    eprintln!(
+        "local, one fault per stage: RUNNING after {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let (_, st) = env.json(&["status", &run]);
+    let attempts = |name: &str| {
+        st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["attempts"]
+            .as_u64()
+            .unwrap()
+    };
+    for step in ["provision.attach.primary", "deploy.primary", "register.dns"] {
+        assert!(attempts(step) >= 2, "{step} was not retried: {st}");
+    }
+    assert_eq!(support::qemu_processes(&run), 1, "one VM, not two");
+    let c = support::conn(&env, &["fm"]);
+    let pg = c.client().await.unwrap();
+    let one: i32 = pg.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    drop(pg);
+
+    let every_undo_twice = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}@undo-after=repeat", s["name"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(";");
+    let out = env.run(&["destroy", "fm"], Some(&every_undo_twice));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(support::qemu_processes(&run), 0);
+    assert!(!env.path(&format!("state/local/{run}")).exists());
+    let live = env
+        .journal()
+        .resources(&run)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state != ResourceState::Deleted)
+        .count();
+    assert_eq!(live, 0);
 }
