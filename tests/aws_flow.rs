@@ -150,75 +150,7 @@ async fn provisioning_is_tagged_deploy_fails_at_ssh_and_rollback_leaves_nothing(
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn crash_after_each_create_call_then_resume_yields_exactly_one_of_each() {
-    let _moto = moto::session().await;
-    for (step, kind) in [
-        ("provision.vm.primary", "Instance"),
-        ("provision.disk.primary", "Volume:provision.disk.primary"),
-        ("provision.firewall", "SecurityGroup"),
-    ] {
-        let env = aws_env();
-        let out = env.run(
-            &["create", "db", "--on-failure", "keep"],
-            Some(&format!("{step}@after=crash")),
-        );
-        assert!(was_killed(&out), "{step}: {}", stderr(&out));
-        let run = env.last_run();
-        assert_eq!(by_kind(&run).await.get(kind), Some(&1), "{step}");
-        // Resume re-executes the step: the tag lookup adopts what the lost call created.
-        let out = env.run(&["resume", &run], None);
-        assert_eq!(
-            out.status.code(),
-            Some(5),
-            "{step}: deploy still fails: {}",
-            stderr(&out)
-        );
-        let kinds = by_kind(&run).await;
-        for k in [
-            "Instance",
-            "Volume:provision.disk.primary",
-            "SecurityGroup",
-            "Vpc",
-            "KeyPair",
-        ] {
-            assert_eq!(kinds.get(k), Some(&1), "{step}: {kinds:?}");
-        }
-        assert_eq!(env.run(&["rollback", &run], None).status.code(), Some(0));
-        assert!(by_kind(&run).await.is_empty(), "{step}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failure_at_every_provision_step_rolls_back_to_zero_resources() {
-    let _moto = moto::session().await;
-    let env = aws_env();
-    let (_, plan) = env.json(&["plan", "db", "--provider", "aws"]);
-    let steps: Vec<String> = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["stage"] == "provision")
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(steps.len(), 6, "{steps:?}");
-    for step in &steps {
-        let out = env.run(
-            &[
-                "create",
-                &format!("f{}", steps.iter().position(|s| s == step).unwrap()),
-            ],
-            Some(&format!("{step}@after=permanent")),
-        );
-        assert_eq!(out.status.code(), Some(4), "{step}: {}", stderr(&out));
-        let run = env.last_run();
-        assert!(
-            by_kind(&run).await.is_empty(),
-            "{step}: {:?}",
-            by_kind(&run).await
-        );
-    }
-}
+// Crash, failure, retry and repeat at every provision step: tests/fault_matrix.rs.
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_retried_and_the_run_goes_on() {

@@ -43,6 +43,14 @@ impl Fault {
         Fault::UndoTwice,
     ];
 
+    /// Where a crash fault strikes: before the side effect or after it.
+    fn crash_point(self) -> &'static str {
+        match self {
+            Fault::CrashBefore => "before",
+            _ => "after",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Fault::CrashBefore => "crash before",
@@ -141,12 +149,7 @@ async fn resume_cell(step: &str, fault: Fault) -> Result<(), String> {
     let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
     match fault {
         Fault::CrashBefore | Fault::CrashAfter => {
-            let point = if matches!(fault, Fault::CrashBefore) {
-                "before"
-            } else {
-                "after"
-            };
-            killed(&env.run(&KEEP, Some(&rule(point, "crash"))))?;
+            killed(&env.run(&KEEP, Some(&rule(fault.crash_point(), "crash"))))?;
             let run = env.last_run();
             reached_deploy(&env.run(&["resume", &run], None))?;
         }
@@ -188,12 +191,7 @@ async fn rollback_cell(step: &str, fault: Fault) -> Result<(), String> {
     let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
     match fault {
         Fault::CrashBefore | Fault::CrashAfter => {
-            let point = if matches!(fault, Fault::CrashBefore) {
-                "before"
-            } else {
-                "after"
-            };
-            killed(&env.run(&["create", "db"], Some(&rule(point, "crash"))))?;
+            killed(&env.run(&["create", "db"], Some(&rule(fault.crash_point(), "crash"))))?;
             rollback(&env, &env.last_run(), None)?;
         }
         Fault::Transient => {
