@@ -6,28 +6,15 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
+use dbctl::provider::aws::{AwsSettings, Ec2};
 use support::{Env, moto, stderr, was_killed};
 
-/// A testbed-free environment whose provider is aws, with a short SSH wait (moto instances
-/// never answer).
 fn aws_env() -> Env {
-    Env::aws("[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n")
+    support::aws::env()
 }
 
 async fn by_kind(run: &str) -> BTreeMap<String, usize> {
-    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
-    let mut m = BTreeMap::new();
-    for r in ec2.tagged_resources(run).await.unwrap() {
-        // The instance's root volume carries the run's tags too; the data volume is the one
-        // tagged with the disk step.
-        let key = match r.kind {
-            ResourceKind::Volume => format!("Volume:{}", r.step.unwrap_or_default()),
-            k => format!("{k:?}"),
-        };
-        *m.entry(key).or_default() += 1;
-    }
-    m
+    support::aws::tagged_by_kind(run).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

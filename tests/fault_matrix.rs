@@ -16,11 +16,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use dbctl::journal::ResourceState;
-use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
 use support::{Env, moto, stderr, was_killed};
 
 #[derive(Debug, Clone, Copy)]
@@ -63,24 +61,6 @@ impl Fault {
     }
 }
 
-/// A fresh aws environment; the SSH wait is short because moto instances never answer.
-fn aws_env() -> Env {
-    Env::aws("[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n")
-}
-
-async fn tagged(run: &str) -> BTreeMap<String, usize> {
-    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
-    let mut m = BTreeMap::new();
-    for r in ec2.tagged_resources(run).await.unwrap() {
-        let key = match r.kind {
-            ResourceKind::Volume => format!("Volume:{}", r.step.unwrap_or_default()),
-            k => format!("{k:?}"),
-        };
-        *m.entry(key).or_default() += 1;
-    }
-    m
-}
-
 fn check(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(why()) }
 }
@@ -96,7 +76,7 @@ fn reached_deploy(out: &std::process::Output) -> Result<(), String> {
 
 /// Exactly one of each kind of resource the provision stage makes, nothing doubled.
 async fn exactly_one_of_each(run: &str) -> Result<(), String> {
-    let kinds = tagged(run).await;
+    let kinds = support::aws::tagged_by_kind(run).await;
     let wanted = [
         "Vpc",
         "SecurityGroup",
@@ -111,7 +91,7 @@ async fn exactly_one_of_each(run: &str) -> Result<(), String> {
 }
 
 async fn nothing_left(env: &Env, run: &str) -> Result<(), String> {
-    let kinds = tagged(run).await;
+    let kinds = support::aws::tagged_by_kind(run).await;
     check(kinds.is_empty(), || format!("left in EC2: {kinds:?}"))?;
     let live: Vec<String> = env
         .journal()
@@ -145,7 +125,7 @@ const KEEP: [&str; 4] = ["create", "db", "--on-failure", "keep"];
 
 /// Fault → resume → the run reaches deploy with one of each; then a clean rollback.
 async fn resume_cell(step: &str, fault: Fault) -> Result<(), String> {
-    let env = aws_env();
+    let env = support::aws::env();
     let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
     match fault {
         Fault::CrashBefore | Fault::CrashAfter => {
@@ -187,7 +167,7 @@ async fn resume_cell(step: &str, fault: Fault) -> Result<(), String> {
 
 /// Fault → rollback (or the automatic one) → nothing tagged with the run, nothing live.
 async fn rollback_cell(step: &str, fault: Fault) -> Result<(), String> {
-    let env = aws_env();
+    let env = support::aws::env();
     let rule = |point: &str, action: &str| format!("{step}@{point}={action}");
     match fault {
         Fault::CrashBefore | Fault::CrashAfter => {
@@ -266,7 +246,7 @@ async fn timed<F: std::future::Future<Output = Result<(), String>>>(
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_flow_every_provision_step_times_every_fault_resumes_and_rolls_back_clean() {
     let _moto = moto::session().await;
-    let env = aws_env();
+    let env = support::aws::env();
     let (_, plan) = env.json(&["plan", "db", "--provider", "aws"]);
     let steps: Vec<String> = plan["steps"]
         .as_array()

@@ -1,6 +1,7 @@
 //! Drives the real `dbctl` binary (built with the `testbed` provider) in a private directory.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod moto;
 pub mod s3;
 

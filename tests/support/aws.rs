@@ -1,0 +1,28 @@
+//! The aws provider's test environment against moto, and what EC2 holds of a run.
+
+use std::collections::BTreeMap;
+
+use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
+
+use super::Env;
+
+/// A testbed-free environment whose provider is aws, with a short SSH wait (moto instances
+/// never answer).
+pub fn env() -> Env {
+    Env::aws("[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n")
+}
+
+/// How many resources tagged with the run EC2 holds, by kind. The instance's root volume
+/// carries the run's tags too; the data volume is the one tagged with the disk step.
+pub async fn tagged_by_kind(run: &str) -> BTreeMap<String, usize> {
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let mut m = BTreeMap::new();
+    for r in ec2.tagged_resources(run).await.unwrap() {
+        let key = match r.kind {
+            ResourceKind::Volume => format!("Volume:{}", r.step.unwrap_or_default()),
+            k => format!("{k:?}"),
+        };
+        *m.entry(key).or_default() += 1;
+    }
+    m
+}
