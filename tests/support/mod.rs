@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod matrix;
 pub mod moto;
 pub mod s3;
 
