@@ -9,10 +9,11 @@
 //! not yet hit; the first step to reach its fault point takes it (the process dies, or the step
 //! fails for good and the run is kept) and `dbctl resume` carries on, armed at the steps still
 //! left, until every step has taken the fault once. The last resume must reach RUNNING, verified
-//! (one QEMU per node, a TLS `SELECT 1`, both replicas streaming for HA); that verdict is every
-//! cell's in the column. A transient error and a step done twice do not stop a run, so those
-//! columns are one run each with every step armed at once. The time of a chained cell is that of
-//! the process that took the fault; of a one-run cell, the step's own time.
+//! (one QEMU per node, nothing live twice in the journal, `SELECT 1` through psql over verified
+//! TLS, both replicas streaming for HA); that verdict is every cell's in the column. A transient
+//! error and a step done twice do not stop a run, so those columns are one run each with every
+//! step armed at once. The time of a chained cell is that of the process that took the fault;
+//! of a one-run cell, the step's own time.
 //!
 //! **Rollback** cells are each a fresh run, faulted at that one step and rolled back (by
 //! `dbctl rollback`, or the automatic one for a permanent failure): no QEMU, hub or relay
@@ -22,12 +23,15 @@
 //! every undo done twice. `DBCTL_MATRIX_ROLLBACK=none|all|STEP,STEP` picks the rollback cells
 //! (default all): on 2 TCG cores a fresh HA run per cell does not fit in an afternoon.
 
+#[path = "../examples/support/psql.rs"]
+mod psql;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use dbctl::journal::ResourceState;
+use psql::psql;
 use serde_json::Value;
 use support::matrix::{Cell, Fault, Outcome, check, report, table};
 use support::{Env, qemu_processes, stderr, was_killed};
@@ -145,13 +149,18 @@ async fn verified(env: &Env, run: &str, flow: &Flow) -> Result<(), String> {
     check(live.values().all(|n| *n == 1), || {
         format!("a resource is live twice: {live:?}")
     })?;
-    let pg = support::conn(env, &[NAME]).client().await?;
-    let one: i32 = pg
-        .query_one("SELECT 1", &[])
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    check(one == 1, || format!("SELECT 1 gave {one}"))?;
+    // What a user's client does: libpq with the URI `dbctl connect` hands out (for HA, every
+    // node with target_session_attrs=read-write), the server verified against dbctl's CA.
+    let (code, c) = env.json(&["connect", NAME]);
+    let uri = c["uri"].as_str().unwrap_or_default();
+    check(code == 0 && uri.contains("sslmode=verify-full"), || {
+        format!("connect: {c}")
+    })?;
+    let got = psql(
+        uri,
+        "SELECT 1 || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )?;
+    check(got == "1 t", || format!("SELECT 1 over TLS gave {got:?}"))?;
     if flow.nodes > 1 {
         let streaming = st["cluster"]["replication"]
             .as_array()
