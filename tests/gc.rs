@@ -322,6 +322,127 @@ fn a_leak_is_swept_after_its_journal_row_or_the_whole_journal_is_gone() {
     assert!(!env.journal_path().exists(), "gc created a journal");
 }
 
+/// The hosts blocks and Prometheus targets the register stage publishes (a testbed run
+/// publishes none, so they are written here in the register stage's own format).
+fn publish(env: &Env, instance: &str, name: &str) {
+    let hosts = env.path("state/hosts");
+    let text = std::fs::read_to_string(&hosts).unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
+    let line = format!("10.77.0.10 {name}.default.db.internal");
+    let text = dbctl::register::hosts::replace_block(&text, instance, &[line]);
+    std::fs::write(&hosts, text).unwrap();
+    let sd = env.path("state/prometheus");
+    std::fs::create_dir_all(&sd).unwrap();
+    std::fs::write(sd.join(format!("default.{name}.json")), "[]\n").unwrap();
+}
+
+fn instance_id(env: &Env, name: &str) -> String {
+    ok(env, &["status", name])["instance"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// (instance, first resource, done) of the register sweeps in a report.
+fn published(report: &Value) -> Vec<(String, String, bool)> {
+    let mut v: Vec<_> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["provider"] == "register")
+        .map(|a| {
+            (
+                a["instance"].as_str().unwrap().to_string(),
+                a["resources"][0].as_str().unwrap().to_string(),
+                a["done"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn published_names_and_targets_of_no_live_instance_are_swept_and_a_live_ones_kept() {
+    let env = Env::new();
+    create(&env, "live", &[]);
+    let live = instance_id(&env, "live");
+    create(&env, "gone", &[]);
+    let gone = instance_id(&env, "gone");
+    ok(&env, &["destroy", "gone"]);
+    publish(&env, &live, "live");
+    publish(&env, &gone, "gone");
+    publish(&env, "inst-0123456789", "ghost");
+    let hosts = env.path("state/hosts");
+    let sd = env.path("state/prometheus");
+
+    let now = || {
+        let mut s = snapshot(&env);
+        s += &std::fs::read_to_string(&hosts).unwrap();
+        s += &files(&sd).join("\n");
+        s
+    };
+    let before = now();
+    let dry = ok(&env, &["gc", "--dry-run"]);
+    assert_eq!(now(), before, "a dry run changed something");
+    let got = published(&dry);
+    let names: Vec<&str> = got.iter().map(|(i, _, _)| i.as_str()).collect();
+    let mut want = vec![
+        gone.as_str(),
+        "default/ghost",
+        "default/gone",
+        "inst-0123456789",
+    ];
+    want.sort();
+    assert_eq!(names, want, "{dry}");
+    let text = dry.to_string();
+    assert!(text.contains(&format!("{gone} was destroyed at")), "{text}");
+    assert!(
+        text.contains("inst-0123456789 is not in the journal"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no live instance default/ghost in the journal"),
+        "{text}"
+    );
+    let out = env.run(&["gc", "--dry-run"], None);
+    let shown = support::stdout(&out);
+    assert!(
+        shown.contains("would sweep    instance inst-0123456789 (register): inst-0123456789 is not in the journal"),
+        "{shown}"
+    );
+    println!("gc --dry-run, two leaked and one live instance's names and targets:\n{shown}");
+
+    let done = ok(&env, &["gc"]);
+    assert!(published(&done).iter().all(|(_, _, d)| *d), "{done}");
+    let left = std::fs::read_to_string(&hosts).unwrap();
+    let only_live = dbctl::register::hosts::replace_block(
+        "127.0.0.1 localhost\n",
+        &live,
+        &["10.77.0.10 live.default.db.internal".into()],
+    );
+    assert_eq!(
+        left, only_live,
+        "the live block and the operator's lines stay byte for byte"
+    );
+    assert!(sd.join("default.live.json").exists());
+    assert!(!sd.join("default.gone.json").exists());
+    assert!(!sd.join("default.ghost.json").exists());
+    assert!(
+        published(&ok(&env, &["gc"])).is_empty(),
+        "a second gc finds nothing"
+    );
+
+    // The journal itself lost: no instance owns anything any more.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.journal_path().display()));
+    }
+    let dry = ok(&env, &["gc", "--dry-run"]);
+    let got = published(&dry);
+    assert_eq!(got.len(), 2, "{dry}");
+    assert!(dry.to_string().contains("no journal at"), "{dry}");
+    assert!(got.iter().any(|(i, _, _)| *i == live));
+}
+
 #[test]
 fn pointed_at_a_new_journal_beside_the_real_one_gc_sweeps_nothing() {
     let env = Env::new();

@@ -14,7 +14,8 @@ use crate::spec::ValidationError;
 Removes (1) live instances whose --ttl expired, each by a normal destroy (journaled, leased, \
 resumable); (2) leaks: resources dbctl made (local: run directories, QEMU and helper \
 processes; aws: resources tagged with this state directory's dbctl:owner) that no live run of \
-the journal owns, also when the journal file was deleted; (3) the journal history of instances \
+the journal owns, also when the journal file was deleted, and (without --provider) hosts-file \
+blocks and Prometheus targets files of instances no longer live; (3) the journal history of instances \
 destroyed longer ago than --keep-history. Never touches a run that is live or leased.\n\n\
 Examples:\n  \
 dbctl gc --dry-run\n  \
@@ -103,9 +104,10 @@ fn render(r: &GcReport) -> String {
     let mut out = String::new();
     for a in &r.actions {
         let run = a.run.as_deref().unwrap_or("-");
-        let target = match &a.instance {
-            Some(i) => format!("instance {i} (run {run}, {})", a.provider),
-            None => format!("run {run} ({})", a.provider),
+        let target = match (&a.instance, &a.run) {
+            (Some(i), Some(_)) => format!("instance {i} (run {run}, {})", a.provider),
+            (Some(i), None) => format!("instance {i} ({})", a.provider),
+            (None, _) => format!("run {run} ({})", a.provider),
         };
         out += &format!("{:<13}  {target}: {}\n", verb(a, r.dry_run), a.reason);
         for res in &a.resources {

@@ -145,6 +145,29 @@ fn owning_runs_in(c: &Connection) -> Result<HashSet<String>> {
     Ok(ids)
 }
 
+/// An instance as the register stage names what it publishes: (id, project, name).
+pub type InstanceKey = (String, String, String);
+
+/// Instances that may still own what the register stage published for them: not destroyed,
+/// or with a run whose lease is held.
+fn owning_instances_in(c: &Connection) -> Result<HashSet<InstanceKey>> {
+    let mut st = c.prepare(
+        "SELECT i.id, i.project, i.name FROM instances i WHERE i.state <> 'destroyed'
+            OR EXISTS (SELECT 1 FROM runs r WHERE r.instance_id = i.id AND r.lease_expires_at > ?1)",
+    )?;
+    let keys = st
+        .query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(keys)
+}
+
+impl Journal {
+    /// See [`owning_instances_in`].
+    pub fn owning_instances(&self) -> Result<HashSet<InstanceKey>> {
+        self.read(owning_instances_in)
+    }
+}
+
 /// The owning runs of every *other* dbctl journal in `journal`'s directory. Journals in one
 /// directory share it as their state directory (the local provider's run directories, the
 /// owner tag on aws), so a resource of a run recorded in a sibling journal is not a leak —
@@ -153,7 +176,24 @@ fn owning_runs_in(c: &Connection) -> Result<HashSet<String>> {
 /// Guarantees: a file that starts like a SQLite database but cannot be read is an error, never
 /// "no runs": a sweep must not start from a guess.
 pub fn owning_runs_beside(journal: &Path) -> Result<HashSet<String>> {
-    let mut all = HashSet::new();
+    Ok(beside(journal, owning_runs_in)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// [`owning_instances_in`] of every other journal beside `journal` (they share the hosts
+/// file and the file_sd directory too).
+pub fn owning_instances_beside(journal: &Path) -> Result<HashSet<InstanceKey>> {
+    Ok(beside(journal, owning_instances_in)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// `read` of every other dbctl journal in `journal`'s directory.
+fn beside<T>(journal: &Path, read: impl Fn(&Connection) -> Result<T>) -> Result<Vec<T>> {
+    let mut all = Vec::new();
     let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(all);
     };
@@ -175,7 +215,7 @@ pub fn owning_runs_beside(journal: &Path) -> Result<HashSet<String>> {
             .map_err(open_err)?;
         let tables = super::schema::table_names(&c).map_err(open_err)?;
         if tables.iter().any(|t| t == "runs") {
-            all.extend(owning_runs_in(&c)?);
+            all.push(read(&c)?);
         }
     }
     Ok(all)

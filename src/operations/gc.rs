@@ -18,9 +18,11 @@ use serde::Serialize;
 
 use super::App;
 use crate::error::CliError;
+use crate::journal::gc::{InstanceKey, owning_instances_beside, owning_runs_beside};
 use crate::journal::lease::is_live;
 use crate::journal::resources::ResourceState;
-use crate::journal::{Journal, Pruned, RunState, format_ms, gc::owning_runs_beside, now_ms};
+use crate::journal::{Journal, Pruned, RunState, format_ms, now_ms};
+use crate::register::leftovers::{self, Published};
 
 /// What `gc` was asked to do (validated).
 pub struct GcRequest {
@@ -92,6 +94,9 @@ pub async fn gc(app: &App, req: &GcRequest) -> Result<GcReport, CliError> {
     }
     for provider in providers_to_scan(app, journal.as_deref(), req)? {
         sweep(app, journal.as_deref(), &provider, req, &mut actions).await?;
+    }
+    if req.provider.is_none() {
+        sweep_published(app, journal.as_deref(), req, &mut actions)?;
     }
     let history = match &journal {
         Some(j) => {
@@ -285,6 +290,95 @@ async fn sweep(
                 match provider.remove_leftovers(&run).await {
                     Ok(()) => action.done = true,
                     Err(e) => action.error = Some(e),
+                }
+            }
+        }
+        actions.push(action);
+    }
+    Ok(())
+}
+
+/// What `gc` reports as the provider of the register stage's own files.
+pub const PUBLISHED: &str = "register";
+
+/// Instances that may still use what was published for them, here or in a journal beside.
+fn owning_instances(
+    app: &App,
+    journal: Option<&Journal>,
+) -> Result<HashSet<InstanceKey>, CliError> {
+    let mut owners = owning_instances_beside(&app.journal_path)?;
+    if let Some(j) = journal {
+        owners.extend(j.owning_instances()?);
+    }
+    Ok(owners)
+}
+
+/// Why a published entry is a leak.
+fn why_unowned(app: &App, journal: Option<&Journal>, p: &Published) -> Result<String, CliError> {
+    let Some(j) = journal else {
+        return Ok(format!(
+            "no journal at {}: no instance owns it",
+            app.journal_path.display()
+        ));
+    };
+    Ok(match p {
+        Published::HostsBlock { instance, .. } => match j.instance(instance)? {
+            Some(i) => format!("{instance} was destroyed at {}", format_ms(i.updated_at)),
+            None => format!("{instance} is not in the journal"),
+        },
+        Published::Targets { project, name, .. } => {
+            format!("no live instance {project}/{name} in the journal")
+        }
+    })
+}
+
+/// The register stage's hosts blocks and Prometheus target files that no owning instance
+/// claims: left by a run whose journal rows, or whole journal, were lost. Swept only when no
+/// `--provider` narrows gc (they serve instances of every provider). Same order as the
+/// provider sweep: the files first, then the journal, and again right before each removal.
+fn sweep_published(
+    app: &App,
+    journal: Option<&Journal>,
+    req: &GcRequest,
+    actions: &mut Vec<GcAction>,
+) -> Result<(), CliError> {
+    let settings = crate::register::Settings::new(&app.config, &app.state_dir());
+    let found = match leftovers::scan(&settings) {
+        Ok(f) => f,
+        Err(e) => {
+            actions.push(GcAction {
+                action: Kind::Sweep,
+                provider: PUBLISHED.into(),
+                run: None,
+                instance: None,
+                resources: Vec::new(),
+                reason: "scan of the hosts file and Prometheus targets".into(),
+                done: false,
+                error: Some(e.to_string()),
+            });
+            return Ok(());
+        }
+    };
+    let owners = owning_instances(app, journal)?;
+    for p in found.into_iter().filter(|p| !p.is_owned(&owners)) {
+        let mut action = GcAction {
+            action: Kind::Sweep,
+            provider: PUBLISHED.into(),
+            run: None,
+            instance: Some(p.instance()),
+            resources: vec![p.describe()],
+            reason: why_unowned(app, journal, &p)?,
+            done: false,
+            error: None,
+        };
+        if !req.dry_run {
+            if p.is_owned(&owning_instances(app, journal)?) {
+                action.action = Kind::Skip;
+                action.reason = format!("{} was recorded meanwhile", p.instance());
+            } else {
+                match p.remove() {
+                    Ok(()) => action.done = true,
+                    Err(e) => action.error = Some(e.to_string()),
                 }
             }
         }

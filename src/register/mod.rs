@@ -7,6 +7,7 @@ mod backups;
 mod dns;
 mod endpoints;
 pub mod hosts;
+pub mod leftovers;
 mod monitoring;
 pub mod pgbackrest;
 mod settings;
