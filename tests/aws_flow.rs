@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use dbctl::provider::aws::{AwsSettings, Ec2};
+use dbctl::provider::aws::{AwsSettings, Ec2, ResourceKind};
 use support::{Env, moto, stderr, was_killed};
 
 fn aws_env() -> Env {
@@ -430,6 +430,63 @@ async fn a_gone_node_fails_at_once_instead_of_waiting_out_ssh_wait() {
         "took {:?}",
         started.elapsed()
     );
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+}
+
+/// A rollback never detaches the data volume from a live instance (on EC2 that hangs while the
+/// node has it mounted, and races the database's last writes): killed right after the
+/// attachment's undo, the volume is still attached to the running instance; the rest of the
+/// rollback terminates the instance, which releases the volume (DeleteOnTermination deletes
+/// it), and nothing tagged with the run is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_releases_the_data_volume_by_terminating_its_instance_never_by_detaching() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let out = env.run(&["create", "db", "--on-failure", "keep"], None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let out = env.run(
+        &["rollback", &run],
+        Some("provision.attach.primary@undo-after=crash"),
+    );
+    assert!(was_killed(&out), "{}", stderr(&out));
+
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let tagged = ec2.tagged_resources(&run).await.unwrap();
+    let volume = tagged
+        .iter()
+        .find(|r| r.step.as_deref() == Some("provision.disk.primary"))
+        .expect("the data volume is still there");
+    let instance = tagged
+        .iter()
+        .find(|r| r.kind == ResourceKind::Instance)
+        .expect("the instance is still there");
+    assert_eq!(instance.state.as_deref(), Some("running"), "{tagged:?}");
+    let v = ec2
+        .sdk()
+        .describe_volumes()
+        .volume_ids(&volume.id)
+        .send()
+        .await
+        .unwrap();
+    let attached: Vec<_> = v.volumes()[0]
+        .attachments()
+        .iter()
+        .map(|a| {
+            (
+                a.instance_id().unwrap().to_string(),
+                a.state().unwrap().as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        [(instance.id.clone(), "attached".to_string())],
+        "the attachment's undo detached the volume from a live instance"
+    );
+
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
 }
 

@@ -293,20 +293,11 @@ impl Step for AwsStep {
                 ec2.delete_volume(&tags, step, own::<VolumeOut>(ctx).as_ref())
                     .await,
             ),
-            Action::AttachDisk { node } => {
-                // Both ids come from the steps it joined; without them nothing was attached.
-                let (Ok(vm), Ok(vol)) = (
-                    input::<InstanceOut>(ctx, &format!("provision.vm.{node}")),
-                    input::<VolumeOut>(ctx, &format!("provision.disk.{node}")),
-                ) else {
-                    return Ok(());
-                };
-                (
-                    "attachment",
-                    ec2.detach_volume(&tags, step, &vol.volume_id, &vm.instance_id)
-                        .await,
-                )
-            }
+            // Nothing to call: the attachment ends with the instance (the vm step's undo, next
+            // in the rollback), and the disk step's undo deletes the volume once it is released
+            // (DeleteOnTermination mostly does it first). Detaching a mounted data volume from
+            // a live instance hangs on EC2 and races the database's last writes.
+            Action::AttachDisk { .. } => ("attachment", Ok(())),
             _ => return Ok(()),
         };
         res.map_err(step_err)?;

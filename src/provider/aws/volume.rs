@@ -197,25 +197,10 @@ impl Ec2 {
         Ok(())
     }
 
-    /// Detaches `volume_id` from `instance_id` and waits until it is `available`.
-    ///
-    /// Guarantees: not attached (or gone) = success. The instance id is always passed: without
-    /// it some endpoints (moto) fail with HTTP 500.
-    pub async fn detach_volume(
-        &self,
-        tags: &RunTags,
-        step: &str,
-        volume_id: &str,
-        instance_id: &str,
-    ) -> Result<(), AwsError> {
-        let label = format!(
-            "{volume_id} from {instance_id} ({})",
-            tags.label("detach", step)
-        );
-        self.detach_and_wait(volume_id, Some(instance_id), &label)
-            .await
-    }
-
+    /// Detaches `volume_id` (from `instance_id`, else from any instance) and waits until it
+    /// is. Not attached (or gone) = success. For gc's sweep of a leaked volume; a rollback
+    /// waits for the instance's termination instead (`wait_released`). The instance id is
+    /// always sent: without it some endpoints (moto) fail with HTTP 500.
     async fn detach_and_wait(
         &self,
         volume_id: &str,
@@ -264,8 +249,8 @@ impl Ec2 {
         .await
     }
 
-    /// Deletes the step's volume (by `out`, else by run+step tags), detaching it first if it is
-    /// still attached, and waits until it is gone. Gone = success.
+    /// Deletes the step's volume (by `out`, else by run+step tags) once no instance holds it,
+    /// and waits until it is gone. Gone = success.
     pub async fn delete_volume(
         &self,
         tags: &RunTags,
@@ -287,9 +272,78 @@ impl Ec2 {
             ids.push(o.volume_id.clone());
         }
         for id in ids {
+            self.wait_released(&id).await?;
             self.delete_volume_by_id(&id).await?;
         }
         Ok(())
+    }
+
+    /// Waits until no instance holds `volume_id` (or it is gone). A rollback never detaches a
+    /// data volume from a live instance: on EC2 a detach hangs while the node still has the
+    /// filesystem mounted, and it races the database's last writes. The instance's termination
+    /// (the vm step's undo, which runs beside this one) releases it, or deletes it outright:
+    /// DeleteOnTermination is set at attach.
+    ///
+    /// Guarantees: a holder that does not start terminating within the consistency window is a
+    /// `Transient` error naming it (the saga retries the step; a vm undo that failed for good
+    /// fails the rollback there, where the reason is); one that is terminating is waited for.
+    async fn wait_released(&self, volume_id: &str) -> Result<(), AwsError> {
+        use aws_sdk_ec2::types::InstanceStateName as S;
+        let holder = |v: &Volume| {
+            v.attachments()
+                .iter()
+                .find(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+                .and_then(|a| a.instance_id().map(str::to_string))
+        };
+        let terminating = poll_until(
+            "DescribeInstances",
+            volume_id,
+            Backoff::CONSISTENCY,
+            || async {
+                let Some(i) = self
+                    .describe_volume(volume_id)
+                    .await?
+                    .as_ref()
+                    .and_then(holder)
+                else {
+                    return Ok(Some(()));
+                };
+                Ok(match self.describe_instance(&i).await? {
+                    None => Some(()),
+                    Some(inst) => matches!(
+                        inst.state().and_then(|s| s.name()),
+                        Some(S::ShuttingDown | S::Terminated)
+                    )
+                    .then_some(()),
+                })
+            },
+        )
+        .await;
+        if let Err(e) = terminating {
+            let held_by = self
+                .describe_volume(volume_id)
+                .await?
+                .as_ref()
+                .and_then(holder);
+            return Err(AwsError::Transient {
+                op: "DeleteVolume".into(),
+                resource: volume_id.into(),
+                message: format!(
+                    "still attached to {}, which is not terminating ({e}): it is released when \
+                     that instance terminates (the vm step's undo); dbctl does not detach a data \
+                     volume from a live instance",
+                    held_by.as_deref().unwrap_or("an instance")
+                ),
+                code: None,
+            });
+        }
+        poll_until("DescribeVolumes", volume_id, Backoff::STATE, || async {
+            Ok(match self.describe_volume(volume_id).await? {
+                None => Some(()),
+                Some(v) => holder(&v).is_none().then_some(()),
+            })
+        })
+        .await
     }
 
     pub(crate) async fn delete_volume_by_id(&self, volume_id: &str) -> Result<(), AwsError> {
