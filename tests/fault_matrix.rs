@@ -18,7 +18,6 @@ mod support;
 
 use std::time::Instant;
 
-use dbctl::journal::ResourceState;
 use support::matrix::{Cell, Fault, check, report, table, timed};
 use support::{Env, moto, stderr, was_killed};
 
@@ -50,14 +49,7 @@ async fn exactly_one_of_each(run: &str) -> Result<(), String> {
 async fn nothing_left(env: &Env, run: &str) -> Result<(), String> {
     let kinds = support::aws::tagged_by_kind(run).await;
     check(kinds.is_empty(), || format!("left in EC2: {kinds:?}"))?;
-    let live: Vec<String> = env
-        .journal()
-        .resources(run)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.state != ResourceState::Deleted)
-        .map(|r| format!("{}:{}", r.step, r.name))
-        .collect();
+    let live = env.live_resources(run);
     check(live.is_empty(), || format!("live in the journal: {live:?}"))
 }
 
@@ -256,12 +248,5 @@ async fn local_flow_one_fault_per_stage_resumes_to_running_and_destroys_clean() 
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(support::qemu_processes(&run), 0);
     assert!(!env.path(&format!("state/local/{run}")).exists());
-    let live = env
-        .journal()
-        .resources(&run)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.state != ResourceState::Deleted)
-        .count();
-    assert_eq!(live, 0);
+    assert_eq!(env.live_resources(&run), Vec::<String>::new());
 }

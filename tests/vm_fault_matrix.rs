@@ -176,18 +176,10 @@ async fn verified(env: &Env, run: &str, flow: &Flow) -> Result<(), String> {
 
 /// Processes whose command line names the run (QEMU, the network hub, relays).
 fn processes_of(run: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(run))
+    support::processes()
+        .into_iter()
+        .filter(|(_, c)| c.contains(run))
+        .map(|(pid, c)| format!("{pid} {c}"))
         .collect()
 }
 
@@ -214,14 +206,7 @@ fn nothing_left(env: &Env, run: &str) -> Result<(), String> {
     check(procs.is_empty(), || format!("processes left: {procs:?}"))?;
     let files = files_of(env, run);
     check(files.is_empty(), || format!("files left: {files:?}"))?;
-    let live: Vec<String> = env
-        .journal()
-        .resources(run)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.state != ResourceState::Deleted)
-        .map(|r| format!("{}:{}", r.step, r.name))
-        .collect();
+    let live = env.live_resources(run);
     check(live.is_empty(), || format!("live in the journal: {live:?}"))
 }
 

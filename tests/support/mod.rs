@@ -155,6 +155,17 @@ impl Env {
         v["run"]["state"].as_str().unwrap().to_string()
     }
 
+    /// The run's resources the journal does not hold deleted, as `step:name`.
+    pub fn live_resources(&self, run: &str) -> Vec<String> {
+        self.journal()
+            .resources(run)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.state != dbctl::journal::ResourceState::Deleted)
+            .map(|r| format!("{}:{}", r.step, r.name))
+            .collect()
+    }
+
     pub fn journal(&self) -> dbctl::journal::Journal {
         dbctl::journal::Journal::open(&self.journal_path()).unwrap()
     }
@@ -238,36 +249,34 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
-/// The pid of one node's QEMU process (what a test kills to take a node down hard).
-pub fn qemu_pid(run: &str, node: &str) -> Option<i32> {
-    let marker = format!("dbctl-{run}-{node},");
+/// Every process as (pid, command line with NULs as spaces).
+pub fn processes() -> Vec<(i32, String)> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
             let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
             let c = std::fs::read(e.path().join("cmdline")).ok()?;
-            let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            (c.starts_with("qemu-system") && c.contains(&marker)).then_some(pid)
+            Some((pid, String::from_utf8_lossy(&c).replace('\0', " ")))
         })
-        .next()
+        .collect()
+}
+
+/// The pid of one node's QEMU process (what a test kills to take a node down hard).
+pub fn qemu_pid(run: &str, node: &str) -> Option<i32> {
+    let marker = format!("dbctl-{run}-{node},");
+    processes()
+        .into_iter()
+        .find(|(_, c)| c.starts_with("qemu-system") && c.contains(&marker))
+        .map(|(pid, _)| pid)
 }
 
 /// QEMU processes of a run, found by the process name dbctl gives them.
 pub fn qemu_processes(run: &str) -> usize {
     let marker = format!("dbctl-{run}-");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("qemu-system") && c.contains(&marker))
+    processes()
+        .iter()
+        .filter(|(_, c)| c.starts_with("qemu-system") && c.contains(&marker))
         .count()
 }
 
