@@ -513,7 +513,7 @@ async fn whole_matrix(flow: &Flow) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the whole VM matrix takes about an hour: scripts/fault-matrix --vm"]
+#[ignore = "the whole single-node VM matrix takes about 100 minutes: scripts/fault-matrix --vm=single"]
 async fn local_single_every_step_times_every_fault() {
     whole_matrix(&SINGLE).await;
 }
