@@ -213,6 +213,8 @@ impl VmStep {
             memory_mib: self.memory_gib as u64 * 1024,
             index,
             private_ip: &ip,
+            private_netmask: "255.255.255.0",
+            forward_addr: "127.0.0.1",
             forwards: &forwards,
             guest_forwards: &guest_forwards,
             hub_socket: &self.paths.hub_socket(),
