@@ -32,6 +32,29 @@ pub async fn after(fleet: &Fleet, query: &Query, status: StatusCode, body: Strin
                     body = b;
                 }
             }
+            "CreateVolume" => {
+                if let (Some(id), Some(size)) = (
+                    xml::first_text(&body, "volumeId"),
+                    xml::first_text(&body, "size").and_then(|s| s.parse().ok()),
+                ) {
+                    fleet.volume_created(&id, size);
+                }
+            }
+            "AttachVolume" => {
+                if let (Some(v), Some(i)) = (query.get("VolumeId"), query.get("InstanceId")) {
+                    fleet.volume_attached(v, i).await;
+                }
+            }
+            "DetachVolume" => {
+                if let Some(v) = query.get("VolumeId") {
+                    fleet.volume_detached(v).await;
+                }
+            }
+            "DeleteVolume" => {
+                if let Some(v) = query.get("VolumeId") {
+                    fleet.volume_deleted(v);
+                }
+            }
             other => {
                 if let Some(what) = Lifecycle::of_action(other) {
                     fleet.lifecycle(what, &query.list("InstanceId")).await;

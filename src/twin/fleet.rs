@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use super::loopback::{self, Rewrites};
 use super::machine::{Layout, Machine};
+use super::volume;
 use super::xml::InstanceFacts;
 use crate::provider::local::image::Image;
 
@@ -93,6 +94,7 @@ impl Fleet {
                 index: (n % 250 + 2) as u8,
                 vcpus: 1,
                 memory_mib: 1024,
+                volumes: Vec::new(),
             };
             match machine.create(&self.layout, &self.image, user_data) {
                 Ok(pid) => tracing::info!(
@@ -146,7 +148,10 @@ impl Fleet {
                     machine.stop(&self.layout).await;
                     Ok(())
                 }
-                Lifecycle::Start => machine.start(&self.layout, &self.image).map(|_| ()),
+                Lifecycle::Start => match machine.start(&self.layout, &self.image) {
+                    Ok(_) => machine.plug_volumes(&self.layout).await,
+                    Err(e) => Err(e),
+                },
                 Lifecycle::Reboot => machine.reboot(&self.layout).await,
                 Lifecycle::Terminate => {
                     let r = machine.terminate(&self.layout).await;
@@ -162,6 +167,56 @@ impl Fleet {
             }
         }
         self.save(&state);
+    }
+
+    /// CreateVolume went through: the volume's file.
+    pub fn volume_created(&self, volume_id: &str, size_gib: u64) {
+        match volume::create(&self.layout, volume_id, size_gib) {
+            Ok(()) => tracing::info!(volume = volume_id, size_gib, "volume created"),
+            Err(e) => tracing::error!(volume = volume_id, "volume file: {e}"),
+        }
+    }
+
+    /// AttachVolume went through: the volume is plugged into the instance's VM, if it has one.
+    pub async fn volume_attached(&self, volume_id: &str, instance_id: &str) {
+        let mut state = self.state.lock().await;
+        let Some(machine) = state.machines.get_mut(instance_id) else {
+            return;
+        };
+        let qmp = self.layout.vm(instance_id).qmp();
+        match volume::attach(&qmp, &self.layout, volume_id).await {
+            Ok(()) => {
+                tracing::info!(volume = volume_id, instance = instance_id, "volume plugged in");
+                if !machine.volumes.iter().any(|v| v == volume_id) {
+                    machine.volumes.push(volume_id.to_string());
+                }
+            }
+            Err(e) => tracing::error!(volume = volume_id, instance = instance_id, "attach: {e}"),
+        }
+        self.save(&state);
+    }
+
+    /// DetachVolume went through: the volume is unplugged from whichever VM holds it.
+    pub async fn volume_detached(&self, volume_id: &str) {
+        let mut state = self.state.lock().await;
+        for (id, machine) in state.machines.iter_mut() {
+            if !machine.volumes.iter().any(|v| v == volume_id) {
+                continue;
+            }
+            match volume::detach(&self.layout.vm(id).qmp(), volume_id).await {
+                Ok(()) => tracing::info!(volume = volume_id, instance = id, "volume unplugged"),
+                // A stopped VM has nothing plugged in: only the record changes.
+                Err(e) => tracing::warn!(volume = volume_id, instance = id, "detach: {e}"),
+            }
+            machine.volumes.retain(|v| v != volume_id);
+        }
+        self.save(&state);
+    }
+
+    /// DeleteVolume went through: the volume's file is gone.
+    pub fn volume_deleted(&self, volume_id: &str) {
+        volume::delete(&self.layout, volume_id);
+        tracing::info!(volume = volume_id, "volume deleted");
     }
 
     /// The base64 console of `id`'s VM, or `None` when `id` has no VM.

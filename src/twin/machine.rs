@@ -35,6 +35,9 @@ pub struct Machine {
     pub index: u8,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// EBS volumes attached to it (plugged in again when the instance starts).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// Where the twin keeps its machines and networks.
@@ -120,8 +123,15 @@ impl Machine {
         let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
             .map_err(|e| format!("network-config: {e}"))?;
         let hostname = format!("ip-{}", self.private_ip.replace('.', "-"));
-        seed::write_iso(&vm.seed(), user_data, &network, &self.instance_id, &hostname)
-            .map_err(|e| format!("seed: {e}"))?;
+        seed::write_iso(
+            &vm.seed(),
+            user_data,
+            &network,
+            &self.instance_id,
+            &hostname,
+            Some(super::volume::VENDOR_DATA),
+        )
+        .map_err(|e| format!("seed: {e}"))?;
         self.start(layout, image)
     }
 
@@ -156,7 +166,17 @@ impl Machine {
             guest_forwards: &[],
             hub_socket: &socket,
         };
-        qemu::start(&cfg, &vm)
+        let pid = qemu::start(&cfg, &vm)?;
+        Ok(pid)
+    }
+
+    /// Plugs every attached volume in (after a start: QEMU starts with none).
+    pub async fn plug_volumes(&self, layout: &Layout) -> Result<(), String> {
+        let qmp = layout.vm(&self.instance_id).qmp();
+        for v in &self.volumes {
+            super::volume::attach(&qmp, layout, v).await?;
+        }
+        Ok(())
     }
 
     /// Powers the VM off (QMP quit, then signals); its disks stay.
@@ -216,7 +236,7 @@ pub async fn stop_everything(layout: &Layout, remove: bool) {
         hub::stop(&layout.hub_socket(&vpc), &layout.hub_pid(&vpc)).await;
     }
     if remove {
-        for sub in ["vms", "vpcs"] {
+        for sub in ["vms", "vpcs", "volumes"] {
             let _ = std::fs::remove_dir_all(layout.root.join(sub));
         }
     }
