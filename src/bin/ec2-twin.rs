@@ -14,7 +14,10 @@ use dbctl::provider::local::image;
 use dbctl::twin::{ami, fleet::Fleet, machine, proxy};
 
 #[derive(Parser)]
-#[command(name = "ec2-twin", about = "moto's EC2 API with real VMs behind its instances")]
+#[command(
+    name = "ec2-twin",
+    about = "moto's EC2 API with real VMs behind its instances"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,8 +64,7 @@ fn default_cache() -> PathBuf {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -96,7 +98,10 @@ async fn serve(
     state: PathBuf,
     cache: PathBuf,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(listen.ip().is_loopback(), "--listen must be a loopback address");
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "--listen must be a loopback address"
+    );
     std::fs::create_dir_all(&state)?;
     let image = image::current(&cache)?;
     let upstream = proxy::Upstream::new(moto).map_err(anyhow::Error::msg)?;
@@ -106,7 +111,12 @@ async fn serve(
     let layout = machine::Layout {
         root: state.clone(),
     };
-    let fleet = Arc::new(Fleet::new(layout.clone(), image, ami_id.clone()));
+    let fleet = Arc::new(Fleet::new(
+        layout.clone(),
+        image,
+        ami_id.clone(),
+        upstream.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     std::fs::write(state.join("ami"), format!("{ami_id}\n"))?;

@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use super::loopback::{self, Rewrites};
 use super::machine::{Layout, Machine};
+use super::proxy::Upstream;
 use super::volume;
 use super::xml::InstanceFacts;
 use crate::provider::local::image::Image;
@@ -46,11 +47,12 @@ pub struct Fleet {
     image: Image,
     /// The twin AMI registered in moto: instances of it get VMs, others stay API-only.
     pub ami: String,
+    upstream: Upstream,
     state: Mutex<State>,
 }
 
 impl Fleet {
-    pub fn new(layout: Layout, image: Image, ami: String) -> Fleet {
+    pub fn new(layout: Layout, image: Image, ami: String, upstream: Upstream) -> Fleet {
         let state = std::fs::read_to_string(layout.root.join("fleet.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -59,13 +61,16 @@ impl Fleet {
             layout,
             image,
             ami,
+            upstream,
             state: Mutex::new(state),
         }
     }
 
     fn save(&self, state: &State) {
         let text = serde_json::to_string_pretty(state).expect("state serializes");
-        if let Err(e) = crate::atomic_file::write(&self.layout.root.join("fleet.json"), text.as_bytes(), 0o644) {
+        if let Err(e) =
+            crate::atomic_file::write(&self.layout.root.join("fleet.json"), text.as_bytes(), 0o644)
+        {
             tracing::warn!("fleet.json: {e}");
         }
     }
@@ -157,6 +162,7 @@ impl Fleet {
                     let r = machine.terminate(&self.layout).await;
                     if r.is_ok() {
                         state.machines.remove(*id);
+                        self.forget_deleted_volumes(&machine.volumes).await;
                     }
                     r
                 }
@@ -186,7 +192,11 @@ impl Fleet {
         let qmp = self.layout.vm(instance_id).qmp();
         match volume::attach(&qmp, &self.layout, volume_id).await {
             Ok(()) => {
-                tracing::info!(volume = volume_id, instance = instance_id, "volume plugged in");
+                tracing::info!(
+                    volume = volume_id,
+                    instance = instance_id,
+                    "volume plugged in"
+                );
                 if !machine.volumes.iter().any(|v| v == volume_id) {
                     machine.volumes.push(volume_id.to_string());
                 }
@@ -217,6 +227,23 @@ impl Fleet {
     pub fn volume_deleted(&self, volume_id: &str) {
         volume::delete(&self.layout, volume_id);
         tracing::info!(volume = volume_id, "volume deleted");
+    }
+
+    /// Removes the files of `volumes` that moto no longer knows: DeleteOnTermination deleted
+    /// them with their instance, and no DeleteVolume will come.
+    async fn forget_deleted_volumes(&self, volumes: &[String]) {
+        for v in volumes {
+            let r = super::ami::call(
+                &self.upstream,
+                &[("Action", "DescribeVolumes"), ("VolumeId.1", v)],
+            )
+            .await;
+            if let Err(e) = r
+                && e.contains("InvalidVolume.NotFound")
+            {
+                self.volume_deleted(v);
+            }
+        }
     }
 
     /// The base64 console of `id`'s VM, or `None` when `id` has no VM.

@@ -36,7 +36,9 @@ impl Upstream {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
         if uri.scheme_str() != Some("http") || !loopback {
-            return Err(format!("{base}: moto must be http:// on a loopback address"));
+            return Err(format!(
+                "{base}: moto must be http:// on a loopback address"
+            ));
         }
         Ok(Upstream {
             base: base.trim_end_matches('/').to_string(),

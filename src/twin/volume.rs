@@ -24,6 +24,8 @@ bootcmd:
     KERNEL=="nvme*[0-9]n*[0-9]", ENV{DEVTYPE}=="disk", ATTRS{model}=="QEMU NVMe Ctrl*", ATTRS{serial}=="vol*", SYMLINK+="disk/by-id/nvme-Amazon_Elastic_Block_Store_$attr{serial}"
     RULE
     udevadm control --reload || true
+    # Volumes plugged in before this rule existed (attached while the VM booted) get it too.
+    udevadm trigger --action=add --subsystem-match=block || true
 "#;
 
 /// The serial EBS shows: the volume id without its dash (20 characters, NVMe's serial length).
@@ -32,7 +34,10 @@ pub fn serial(volume_id: &str) -> String {
 }
 
 pub fn file(layout: &Layout, volume_id: &str) -> PathBuf {
-    layout.root.join("volumes").join(format!("{volume_id}.qcow2"))
+    layout
+        .root
+        .join("volumes")
+        .join(format!("{volume_id}.qcow2"))
 }
 
 /// Creates the volume's file (sparse; nothing is written until the guest writes).
@@ -137,7 +142,10 @@ pub async fn detach(qmp_socket: &std::path::Path, volume_id: &str) -> Result<(),
 mod tests {
     #[test]
     fn the_serial_is_the_volume_id_without_its_dash_as_ebs_shows_it() {
-        assert_eq!(super::serial("vol-0123456789abcdef0"), "vol0123456789abcdef0");
+        assert_eq!(
+            super::serial("vol-0123456789abcdef0"),
+            "vol0123456789abcdef0"
+        );
         assert_eq!(super::serial("vol-0123456789abcdef0").len(), 20);
     }
 }

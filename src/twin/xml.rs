@@ -125,8 +125,14 @@ mod tests {
     #[test]
     fn replaces_element_text_full_or_empty() {
         let x = "<a><output>stub</output></a>";
-        assert_eq!(replace_text(x, "output", "b64").unwrap(), "<a><output>b64</output></a>");
-        assert_eq!(replace_text("<a><output/></a>", "output", "").unwrap(), "<a><output></output></a>");
+        assert_eq!(
+            replace_text(x, "output", "b64").unwrap(),
+            "<a><output>b64</output></a>"
+        );
+        assert_eq!(
+            replace_text("<a><output/></a>", "output", "").unwrap(),
+            "<a><output></output></a>"
+        );
         assert_eq!(first_text(x, "output").as_deref(), Some("stub"));
         assert!(replace_text(x, "nope", "").is_none());
     }

@@ -193,8 +193,15 @@ impl VmStep {
         let (mgmt_mac, vpc_mac) = qemu::macs(index);
         let network = cloud_init::network_config(&mgmt_mac, &vpc_mac, &ip)
             .map_err(|e| StepError::Permanent(format!("network-config template: {e}")))?;
-        seed::write_iso(&vm.seed(), &user_data, &network, &instance_id, &hostname, None)
-            .map_err(io_err("seed"))?;
+        seed::write_iso(
+            &vm.seed(),
+            &user_data,
+            &network,
+            &instance_id,
+            &hostname,
+            None,
+        )
+        .map_err(io_err("seed"))?;
         self.start_qemu(ports, image)
     }
 
