@@ -233,11 +233,10 @@ impl Fleet {
     /// them with their instance, and no DeleteVolume will come.
     async fn forget_deleted_volumes(&self, volumes: &[String]) {
         for v in volumes {
-            let r = super::ami::call(
-                &self.upstream,
-                &[("Action", "DescribeVolumes"), ("VolumeId.1", v)],
-            )
-            .await;
+            let r = self
+                .upstream
+                .call(&[("Action", "DescribeVolumes"), ("VolumeId.1", v)])
+                .await;
             if let Err(e) = r
                 && e.contains("InvalidVolume.NotFound")
             {

@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 use super::fleet::Fleet;
 use super::query::Query;
 
+/// moto routes a request by the service named in its credential scope; it checks no signature
+/// (unless run with authorization on, which the twin does not do yet).
+const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0";
+
 /// moto's endpoint and a pooled client for it.
 #[derive(Clone)]
 pub struct Upstream {
@@ -48,6 +52,36 @@ impl Upstream {
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.base)
+    }
+
+    /// One EC2 query call straight to moto; the response body on HTTP 200.
+    pub async fn call(&self, params: &[(&str, &str)]) -> Result<String, String> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Version", "2016-11-15")
+            .extend_pairs(params)
+            .finish();
+        let req = Request::post(self.url("/"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", AUTHORIZATION)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("moto: {e}"))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("moto: {e}"))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if !status.is_success() {
+            return Err(format!("moto: HTTP {status}: {text}"));
+        }
+        Ok(text)
     }
 }
 

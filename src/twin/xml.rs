@@ -37,8 +37,7 @@ pub fn instances(xml: &str) -> Vec<InstanceFacts> {
                 let closes = matches!(end, ElementEnd::Close(..) | ElementEnd::Empty);
                 if closes {
                     stack.pop();
-                    if let Some((depth, facts)) = open.take_if(|(d, _)| *d == stack.len()) {
-                        let _ = depth;
+                    if let Some((_, facts)) = open.take_if(|(d, _)| *d == stack.len()) {
                         out.push(facts);
                     }
                 }
