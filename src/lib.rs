@@ -22,3 +22,6 @@ pub mod scheduler;
 pub mod spec;
 pub mod ssh;
 pub mod toml_error;
+/// The EC2 twin (test infrastructure): moto's API with real VMs behind it.
+#[cfg(feature = "twin")]
+pub mod twin;

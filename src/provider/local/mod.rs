@@ -7,17 +7,17 @@
 //! file hot-plugged through QMP. Zones are labels the scheduler spreads nodes over.
 
 mod access;
-mod host;
+pub mod host;
 pub mod hub;
 pub mod image;
 pub mod image_import;
 mod leftovers;
-mod paths;
-mod process;
-mod qemu;
-mod qmp;
+pub mod paths;
+pub mod process;
+pub mod qemu;
+pub mod qmp;
 pub mod relay;
-mod seed;
+pub mod seed;
 mod steps;
 
 use std::collections::HashMap;

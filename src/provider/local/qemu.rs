@@ -22,7 +22,12 @@ pub struct VmConfig<'a> {
     pub memory_mib: u64,
     pub index: u8,
     pub private_ip: &'a str,
-    /// (guest port, host port on 127.0.0.1): the only ports reachable from the host.
+    /// The netmask of `private_ip` on the VPC segment.
+    pub private_netmask: &'a str,
+    /// The loopback address the forwarded ports listen on (the local provider: 127.0.0.1; the
+    /// EC2 twin: the instance's own public 127.x address).
+    pub forward_addr: &'a str,
+    /// (guest port, host port on `forward_addr`): the only ports reachable from the host.
     pub forwards: &'a [(u16, u16)],
     /// `guestfwd` rules: the only connections the guest may open outwards.
     pub guest_forwards: &'a [String],
@@ -37,8 +42,8 @@ fn kernel_append(cfg: &VmConfig<'_>) -> String {
          mitigations=off no_timer_check systemd.show_status=false network-config=disabled \
          systemd.mask=cloud-init-local.service systemd.mask=cloud-config.service \
          systemd.mask=cloud-final.service ip=10.0.2.15::10.0.2.2:255.255.255.0::ens5:off \
-         ip={}:::255.255.255.0::ens6:off",
-        cfg.private_ip
+         ip={}:::{}::ens6:off",
+        cfg.private_ip, cfg.private_netmask
     )
 }
 
@@ -64,7 +69,7 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
     let fwd: String = cfg
         .forwards
         .iter()
-        .map(|(g, h)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
+        .map(|(g, h)| format!(",hostfwd=tcp:{}:{h}-:{g}", cfg.forward_addr))
         .chain(
             cfg.guest_forwards
                 .iter()

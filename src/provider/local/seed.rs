@@ -1,5 +1,6 @@
 //! The NoCloud seed: an ISO labelled `cidata` with user-data and meta-data, rendered from
-//! `cloud-init/user-data.yaml` (the same template every provider uses), and network-config.
+//! `cloud-init/user-data.yaml` (the same template every provider uses), and network-config;
+//! optionally vendor-data (the platform's own cloud-config, which the EC2 twin supplies).
 
 use std::path::Path;
 use std::process::Command;
@@ -12,6 +13,7 @@ pub fn write_iso(
     network_config: &str,
     instance_id: &str,
     hostname: &str,
+    vendor_data: Option<&str>,
 ) -> std::io::Result<()> {
     let dir = iso.with_extension("d");
     std::fs::create_dir_all(&dir)?;
@@ -21,12 +23,19 @@ pub fn write_iso(
         dir.join("meta-data"),
         format!("instance-id: {instance_id}\nlocal-hostname: {hostname}\n"),
     )?;
+    let mut files = vec![
+        dir.join("user-data"),
+        dir.join("meta-data"),
+        dir.join("network-config"),
+    ];
+    if let Some(v) = vendor_data {
+        std::fs::write(dir.join("vendor-data"), v)?;
+        files.push(dir.join("vendor-data"));
+    }
     let out = Command::new("genisoimage")
         .args(["-quiet", "-volid", "cidata", "-joliet", "-rock", "-output"])
         .arg(iso)
-        .arg(dir.join("user-data"))
-        .arg(dir.join("meta-data"))
-        .arg(dir.join("network-config"))
+        .args(&files)
         .output()?;
     std::fs::remove_dir_all(&dir)?;
     if !out.status.success() {

@@ -193,8 +193,15 @@ impl VmStep {
         let (mgmt_mac, vpc_mac) = qemu::macs(index);
         let network = cloud_init::network_config(&mgmt_mac, &vpc_mac, &ip)
             .map_err(|e| StepError::Permanent(format!("network-config template: {e}")))?;
-        seed::write_iso(&vm.seed(), &user_data, &network, &instance_id, &hostname)
-            .map_err(io_err("seed"))?;
+        seed::write_iso(
+            &vm.seed(),
+            &user_data,
+            &network,
+            &instance_id,
+            &hostname,
+            None,
+        )
+        .map_err(io_err("seed"))?;
         self.start_qemu(ports, image)
     }
 
@@ -213,6 +220,8 @@ impl VmStep {
             memory_mib: self.memory_gib as u64 * 1024,
             index,
             private_ip: &ip,
+            private_netmask: "255.255.255.0",
+            forward_addr: "127.0.0.1",
             forwards: &forwards,
             guest_forwards: &guest_forwards,
             hub_socket: &self.paths.hub_socket(),

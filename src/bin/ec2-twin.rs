@@ -1,0 +1,136 @@
+//! `ec2-twin`: the EC2 twin's process (test infrastructure; feature `twin`). See `dbctl::twin`
+//! and `scripts/ec2-twin`, which starts moto_server and this in the background.
+//!
+//! `ec2-twin serve --moto URL --state DIR` registers the twin AMI in moto, listens on a
+//! loopback port and writes `DIR/endpoint` and `DIR/ami` once it serves; SIGTERM or SIGINT stops
+//! every VM it started and removes them. `ec2-twin stop-vms --state DIR` does the same for a
+//! twin that died without doing it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dbctl::provider::local::image;
+use dbctl::twin::{ami, fleet::Fleet, machine, proxy};
+
+#[derive(Parser)]
+#[command(
+    name = "ec2-twin",
+    about = "moto's EC2 API with real VMs behind its instances"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the twin in front of a running moto_server.
+    Serve {
+        /// moto_server's endpoint (loopback only), e.g. http://127.0.0.1:5000
+        #[arg(long)]
+        moto: String,
+        /// Where the twin listens (a loopback address; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The twin's own directory: VMs, networks, fleet.json, endpoint, ami.
+        #[arg(long)]
+        state: PathBuf,
+        /// dbctl's cache (where `dbctl image build` put the image); default ~/.cache/dbctl.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Stop every VM and network of a twin's state directory and remove them.
+    StopVms {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// The VPC network switch of one VPC (started by the twin itself).
+    #[command(hide = true)]
+    LocalHub {
+        #[arg(long)]
+        socket: PathBuf,
+    },
+}
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("dbctl")
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let cli = Cli::parse();
+    if let Command::LocalHub { socket } = &cli.command {
+        dbctl::provider::local::hub::serve(socket)?;
+        return Ok(());
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Serve {
+                moto,
+                listen,
+                state,
+                cache,
+            } => serve(&moto, listen, state, cache.unwrap_or_else(default_cache)).await,
+            Command::StopVms { state } => {
+                machine::stop_everything(&machine::Layout { root: state }, true).await;
+                Ok(())
+            }
+            Command::LocalHub { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+async fn serve(
+    moto: &str,
+    listen: std::net::SocketAddr,
+    state: PathBuf,
+    cache: PathBuf,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "--listen must be a loopback address"
+    );
+    std::fs::create_dir_all(&state)?;
+    let image = image::current(&cache)?;
+    let upstream = proxy::Upstream::new(moto).map_err(anyhow::Error::msg)?;
+    let ami_id = ami::ensure(&upstream, &format!("dbctl-twin-{}", image.manifest.name))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let layout = machine::Layout {
+        root: state.clone(),
+    };
+    let fleet = Arc::new(Fleet::new(
+        layout.clone(),
+        image,
+        ami_id.clone(),
+        upstream.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    std::fs::write(state.join("ami"), format!("{ami_id}\n"))?;
+    // Written last: its presence says the twin serves.
+    std::fs::write(state.join("endpoint"), format!("{endpoint}\n"))?;
+    tracing::info!(endpoint, ami = ami_id, "EC2 twin serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = proxy::serve(listener, upstream, fleet) => r?,
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping every VM");
+    let _ = std::fs::remove_file(state.join("endpoint"));
+    machine::stop_everything(&layout, true).await;
+    Ok(())
+}

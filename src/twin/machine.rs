@@ -1,0 +1,243 @@
+//! One instance's machine: a QEMU VM built the local provider's way (qcow2 overlay of dbctl's
+//! image, NoCloud seed, QMP, pid file), but seeded from the RunInstances request: its
+//! `UserData` is the user-data, the instance id moto gave is the meta-data `instance-id`.
+//!
+//! dbctl's image runs every cloud-init module it needs (users, write_files, ssh, keys to
+//! console, runcmd/scripts) in the init stage, the only stage its kernel command line leaves
+//! unmasked, and reads only NoCloud: the aws user-data is a `#cloud-config` of those modules,
+//! so the image processes it as it is, and prints the host key on the serial console where
+//! `GetConsoleOutput` finds it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::provider::local::image::Image;
+use crate::provider::local::paths::VmPaths;
+use crate::provider::local::qemu::{self, VmConfig};
+use crate::provider::local::qmp::Qmp;
+use crate::provider::local::{host, hub, process, seed};
+
+/// Guest ports forwarded from the instance's public (loopback) address: SSH and PostgreSQL.
+pub const PUBLIC_PORTS: &[u16] = &[22, 5432];
+
+/// What the twin records of one instance's machine (`<state>/vms/<id>/machine.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub instance_id: String,
+    pub vpc_id: String,
+    /// The private address moto assigned; the VM has it on its VPC network.
+    pub private_ip: String,
+    /// The instance's loopback "public" address, when moto gave it a public one.
+    pub public_ip: Option<String>,
+    /// Distinguishes the VM's MAC addresses on its VPC segment.
+    pub index: u8,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// EBS volumes attached to it (plugged in again when the instance starts).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+/// Where the twin keeps its machines and networks.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn vm(&self, instance_id: &str) -> VmPaths {
+        VmPaths {
+            dir: self.root.join("vms").join(instance_id),
+        }
+    }
+    fn vpc(&self, vpc_id: &str) -> PathBuf {
+        self.root.join("vpcs").join(vpc_id)
+    }
+    pub fn hub_socket(&self, vpc_id: &str) -> PathBuf {
+        self.vpc(vpc_id).join("hub.sock")
+    }
+    pub fn hub_pid(&self, vpc_id: &str) -> PathBuf {
+        self.vpc(vpc_id).join("hub.pid")
+    }
+    pub fn vpcs(&self) -> Vec<String> {
+        dir_names(&self.root.join("vpcs"))
+    }
+    pub fn vms(&self) -> Vec<String> {
+        dir_names(&self.root.join("vms"))
+    }
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// The process name of an instance's QEMU, how it is recognised by pid file and command line.
+pub fn process_name(instance_id: &str) -> String {
+    format!("ec2-twin-{instance_id}")
+}
+
+/// The netmask the VM's private address gets on the VPC segment. moto picks private addresses
+/// anywhere in 10.0.0.0/8 whatever the subnet's range, so every 10.x address is on the link.
+fn private_netmask(ip: &str) -> &'static str {
+    if ip.starts_with("10.") {
+        "255.0.0.0"
+    } else {
+        "255.255.0.0"
+    }
+}
+
+/// Last 64 KiB, as EC2 returns at most.
+const CONSOLE_LIMIT: usize = 64 * 1024;
+
+impl Machine {
+    fn name(&self) -> String {
+        process_name(&self.instance_id)
+    }
+
+    /// Creates the VM's disks and seed and boots it.
+    pub fn create(&self, layout: &Layout, image: &Image, user_data: &str) -> Result<u32, String> {
+        let vm = layout.vm(&self.instance_id);
+        std::fs::create_dir_all(&vm.dir).map_err(|e| format!("{}: {e}", vm.dir.display()))?;
+        let record = serde_json::to_string_pretty(self).expect("machine serializes");
+        std::fs::write(vm.dir.join("machine.json"), record).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(image.base())
+            .arg(vm.overlay())
+            .output()
+            .map_err(|e| format!("qemu-img: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "qemu-img: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let (mgmt_mac, vpc_mac) = qemu::macs(self.index);
+        let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
+            .map_err(|e| format!("network-config: {e}"))?;
+        let hostname = format!("ip-{}", self.private_ip.replace('.', "-"));
+        seed::write_iso(
+            &vm.seed(),
+            user_data,
+            &network,
+            &self.instance_id,
+            &hostname,
+            Some(super::volume::VENDOR_DATA),
+        )
+        .map_err(|e| format!("seed: {e}"))?;
+        self.start(layout, image)
+    }
+
+    /// Boots the VM over its existing disks (a stopped instance started again).
+    pub fn start(&self, layout: &Layout, image: &Image) -> Result<u32, String> {
+        let vm = layout.vm(&self.instance_id);
+        if let Some(pid) = process::running(&vm.pid(), &self.name()) {
+            return Ok(pid);
+        }
+        let socket = layout.hub_socket(&self.vpc_id);
+        if let Some(dir) = socket.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        hub::ensure(&socket, &layout.hub_pid(&self.vpc_id))
+            .map_err(|e| format!("VPC network {}: {e}", self.vpc_id))?;
+        let forwards: Vec<(u16, u16)> = if self.public_ip.is_some() {
+            PUBLIC_PORTS.iter().map(|p| (*p, *p)).collect()
+        } else {
+            Vec::new()
+        };
+        let cfg = VmConfig {
+            name: &self.name(),
+            image,
+            accel: host::accelerator("auto"),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            index: self.index,
+            private_ip: &self.private_ip,
+            private_netmask: private_netmask(&self.private_ip),
+            forward_addr: self.public_ip.as_deref().unwrap_or("127.0.0.1"),
+            forwards: &forwards,
+            guest_forwards: &[],
+            hub_socket: &socket,
+        };
+        let pid = qemu::start(&cfg, &vm)?;
+        Ok(pid)
+    }
+
+    /// Plugs every attached volume in (after a start: QEMU starts with none).
+    pub async fn plug_volumes(&self, layout: &Layout) -> Result<(), String> {
+        let qmp = layout.vm(&self.instance_id).qmp();
+        for v in &self.volumes {
+            super::volume::attach(&qmp, layout, v).await?;
+        }
+        Ok(())
+    }
+
+    /// Powers the VM off (QMP quit, then signals); its disks stay.
+    pub async fn stop(&self, layout: &Layout) {
+        qemu::stop(&layout.vm(&self.instance_id), &self.name()).await;
+    }
+
+    /// A hard reset, as EC2's reboot of an instance that does not shut down in time.
+    pub async fn reboot(&self, layout: &Layout) -> Result<(), String> {
+        let vm = layout.vm(&self.instance_id);
+        let mut q = Qmp::connect(&vm.qmp()).await.map_err(|e| e.to_string())?;
+        q.execute("system_reset", json!({}))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops the VM for good and removes everything of it.
+    pub async fn terminate(&self, layout: &Layout) -> Result<(), String> {
+        let vm = layout.vm(&self.instance_id);
+        self.stop(layout).await;
+        if process::running(&vm.pid(), &self.name()).is_some() {
+            return Err(format!("{}: VM still running", self.instance_id));
+        }
+        match std::fs::remove_dir_all(&vm.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("{}: {e}", vm.dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The serial console so far (its last 64 KiB), base64-encoded; empty before the VM printed.
+    pub fn console_base64(&self, layout: &Layout) -> String {
+        let bytes = std::fs::read(layout.vm(&self.instance_id).console()).unwrap_or_default();
+        let tail = &bytes[bytes.len().saturating_sub(CONSOLE_LIMIT)..];
+        if tail.is_empty() {
+            String::new()
+        } else {
+            aws_smithy_types::base64::encode(tail)
+        }
+    }
+
+    /// Reads a machine record back (a twin restarted over its state directory).
+    pub fn load(layout: &Layout, instance_id: &str) -> Option<Machine> {
+        let text = std::fs::read_to_string(layout.vm(instance_id).dir.join("machine.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// Stops every VM and network hub under `layout` (the twin's shutdown, `ec2-twin stop`).
+pub async fn stop_everything(layout: &Layout, remove: bool) {
+    for id in layout.vms() {
+        qemu::stop(&layout.vm(&id), &process_name(&id)).await;
+    }
+    for vpc in layout.vpcs() {
+        hub::stop(&layout.hub_socket(&vpc), &layout.hub_pid(&vpc)).await;
+    }
+    if remove {
+        for sub in ["vms", "vpcs", "volumes"] {
+            let _ = std::fs::remove_dir_all(layout.root.join(sub));
+        }
+    }
+}
