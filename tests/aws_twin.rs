@@ -203,14 +203,7 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
     // SAFETY: set before any thread of this test binary builds an SDK client (one test here).
     // The SDK must never probe the instance metadata service from the host.
     unsafe {
-        std::env::set_var("AWS_ENDPOINT_URL", &twin.endpoint);
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_CONFIG_FILE", "/dev/null");
-        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-        std::env::remove_var("AWS_PROFILE");
+        support::aws::point_sdk_at(&twin.endpoint);
     }
 
     // 1. The default config: as far as setup's readiness check.

@@ -107,18 +107,18 @@ impl Machine {
         std::fs::create_dir_all(&vm.dir).map_err(|e| format!("{}: {e}", vm.dir.display()))?;
         let record = serde_json::to_string_pretty(self).expect("machine serializes");
         std::fs::write(vm.dir.join("machine.json"), record).map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(image.base())
-            .arg(vm.overlay())
-            .output()
-            .map_err(|e| format!("qemu-img: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "qemu-img: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        let (base, overlay) = (image.base(), vm.overlay());
+        qemu_img(&[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            overlay.as_os_str(),
+        ])?;
         let (mgmt_mac, vpc_mac) = qemu::macs(self.index);
         let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
             .map_err(|e| format!("network-config: {e}"))?;
@@ -240,4 +240,19 @@ pub async fn stop_everything(layout: &Layout, remove: bool) {
             let _ = std::fs::remove_dir_all(layout.root.join(sub));
         }
     }
+}
+
+/// Runs `qemu-img ARGS`; its stderr is the error.
+pub(crate) fn qemu_img(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| format!("qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "qemu-img: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }

@@ -49,19 +49,15 @@ pub fn create(layout: &Layout, volume_id: &str, size_gib: u64) -> Result<(), Str
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&path)
-        .arg(format!("{size_gib}G"))
-        .output()
-        .map_err(|e| format!("qemu-img: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "qemu-img: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    let size = format!("{size_gib}G");
+    super::machine::qemu_img(&[
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        path.as_os_str(),
+        size.as_ref(),
+    ])
 }
 
 /// Removes the volume's file (DeleteVolume, or moto deleted it with its instance).

@@ -26,3 +26,22 @@ pub async fn tagged_by_kind(run: &str) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// Points every AWS SDK client this test process builds at `endpoint` with static test
+/// credentials, and never at the instance metadata service or the user's AWS files.
+///
+/// # Safety
+/// Call before any thread of the test binary builds an SDK client or reads the environment.
+pub unsafe fn point_sdk_at(endpoint: &str) {
+    // SAFETY: the caller guarantees no concurrent reader.
+    unsafe {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_CONFIG_FILE", "/dev/null");
+        std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        std::env::remove_var("AWS_PROFILE");
+    }
+}

@@ -100,14 +100,7 @@ pub fn server() -> &'static Moto {
         // SAFETY: runs inside OnceLock init, before any test builds an SDK client (every test
         // calls `session()` first), so no other thread reads the environment concurrently.
         unsafe {
-            std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
-            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-            std::env::set_var("AWS_REGION", "us-east-1");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-            std::env::set_var("AWS_CONFIG_FILE", "/dev/null");
-            std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-            std::env::remove_var("AWS_PROFILE");
+            super::aws::point_sdk_at(&endpoint);
         }
         Moto { port }
     })
