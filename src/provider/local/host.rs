@@ -25,9 +25,17 @@ pub fn accelerator(configured: &str) -> &'static str {
 
 /// A TCP port on 127.0.0.1 free right now (the OS picks it).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct TCP ports on 127.0.0.1, free right now. Every listener is held until all are
+/// picked: released one by one, the OS may hand the same port out twice (seen here: QEMU then
+/// refuses both forwarding rules on it).
+pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// MemAvailable in MiB.
@@ -54,4 +62,17 @@ pub fn disk_free_mib(path: &Path) -> Option<u64> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
         .then(|| st.f_bavail as u64 * st.f_frsize as u64 / (1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_distinct() {
+        for _ in 0..50 {
+            let mut p = super::free_ports(4).unwrap();
+            p.sort();
+            p.dedup();
+            assert_eq!(p.len(), 4, "{p:?}");
+        }
+    }
 }

@@ -115,17 +115,17 @@ impl VmStep {
     /// Host ports stay the same across re-executions (recorded before QEMU starts).
     fn ports(&self) -> Result<Ports, StepError> {
         let file = self.vm().ports();
-        let free = || host::free_port().map_err(io_err("port"));
         if let Ok(Ok(p)) = std::fs::read_to_string(&file).map(|t| serde_json::from_str::<Ports>(&t))
             && p.node_exporter != 0
         {
             return Ok(p);
         }
+        let free = host::free_ports(4).map_err(io_err("port"))?;
         let p = Ports {
-            ssh: free()?,
-            pg: free()?,
-            node_exporter: free()?,
-            pg_exporter: free()?,
+            ssh: free[0],
+            pg: free[1],
+            node_exporter: free[2],
+            pg_exporter: free[3],
         };
         std::fs::write(&file, serde_json::to_string(&p).expect("json"))
             .map_err(io_err(file.display()))?;
@@ -226,7 +226,14 @@ impl VmStep {
             guest_forwards: &guest_forwards,
             hub_socket: &self.paths.hub_socket(),
         };
-        qemu::start(&cfg, &vm).map_err(StepError::Transient)
+        qemu::start(&cfg, &vm).map_err(|e| {
+            // A port taken since it was picked: no QEMU runs on these ports, so the retry may
+            // pick new ones (they are kept across re-executions only for a VM that started).
+            if e.contains("Could not set up host forwarding rule") {
+                let _ = std::fs::remove_file(vm.ports());
+            }
+            StepError::Transient(e)
+        })
     }
 
     fn forwards(&self, ports: &Ports) -> Vec<(u16, u16)> {
