@@ -161,7 +161,9 @@ async fn verified(env: &Env, run: &str, flow: &Flow) -> Result<(), String> {
         uri,
         "SELECT 1 || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
     )?;
-    check(got == "1 t", || format!("SELECT 1 over TLS gave {got:?}"))?;
+    check(got == "1 true", || {
+        format!("SELECT 1 over TLS gave {got:?}")
+    })?;
     if flow.nodes > 1 {
         let streaming = st["cluster"]["replication"]
             .as_array()
