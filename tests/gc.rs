@@ -499,13 +499,16 @@ fn hub(env: &Env, run: &str) -> Child {
     let child = env
         .command(&["local-hub", "--socket"], None)
         .arg(net.join("hub.sock"))
+        .arg("--pidfile")
+        .arg(net.join("hub.pid"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::fs::write(net.join("hub.pid"), child.id().to_string()).unwrap();
-    for _ in 0..100 {
-        if net.join("hub.sock").exists() {
+    // The hub names itself in its pid file once its socket is bound.
+    let mine = child.id().to_string();
+    for _ in 0..200 {
+        if std::fs::read_to_string(net.join("hub.pid")).is_ok_and(|p| p == mine) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -50,6 +50,8 @@ enum Command {
     LocalHub {
         #[arg(long)]
         socket: PathBuf,
+        #[arg(long)]
+        pidfile: PathBuf,
     },
 }
 
@@ -70,8 +72,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
-    if let Command::LocalHub { socket } = &cli.command {
-        dbctl::provider::local::hub::serve(socket)?;
+    if let Command::LocalHub { socket, pidfile } = &cli.command {
+        dbctl::provider::local::hub::serve(socket, pidfile)?;
         return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;

@@ -143,6 +143,9 @@ pub enum Command {
     LocalHub {
         #[arg(long)]
         socket: PathBuf,
+        /// Locked and written by the hub itself: one hub per network
+        #[arg(long)]
+        pidfile: PathBuf,
     },
     /// Internal: splices stdin/stdout to HOST:PORT (run by QEMU for a guest's S3 connection)
     #[command(hide = true)]
@@ -191,8 +194,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Relay { .. } | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled before the config is loaded")
         }
-        Command::LocalHub { socket } => {
-            crate::provider::local::hub::serve(&socket)
+        Command::LocalHub { socket, pidfile } => {
+            crate::provider::local::hub::serve(&socket, &pidfile)
                 .map_err(|e| anyhow::anyhow!("local hub {}: {e}", socket.display()))?;
             Ok(())
         }

@@ -4,19 +4,52 @@
 //! forwards them by destination MAC (flooding unknown and broadcast ones). Nothing leaves the
 //! host and no root, bridge or multicast is needed. The hub runs as a detached
 //! `dbctl local-hub` process so the network outlives the dbctl command, like the VMs do.
+//!
+//! One hub per network, enforced by the kernel rather than by whoever started it: the hub holds
+//! an exclusive `flock` on its pid file for as long as it lives and writes its own pid there. A
+//! second hub for the same network (a retry after its starter was killed between the spawn and
+//! any record of it, or two steps racing) finds the lock taken and exits; there is no window in
+//! which a hub runs that the pid file does not name.
 
 use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::process;
 
-/// Runs the switch forever (the `dbctl local-hub` process).
-pub fn serve(socket: &Path) -> std::io::Result<()> {
+/// How long `ensure` waits for a hub it started to bind its socket and name itself.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs the switch forever (the `dbctl local-hub` process); returns at once, successfully,
+/// when another hub already serves this network.
+pub fn serve(socket: &Path, pidfile: &Path) -> std::io::Result<()> {
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(pidfile)?;
+    // SAFETY: flock(2) on a descriptor this function owns; released when the process ends.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::WouldBlock => Ok(()),
+            _ => Err(e),
+        };
+    }
     let _ = std::fs::remove_file(socket);
     let sock = UnixDatagram::bind(socket)?;
+    // The pid goes in only once the socket is bound, so a pid file naming a live hub means
+    // the network is ready for a VM.
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    lock.flush()?;
     let mut by_mac: HashMap<[u8; 6], PathBuf> = HashMap::new();
     let mut ports: Vec<PathBuf> = Vec::new();
     let mut buf = vec![0u8; 65_536];
@@ -51,36 +84,60 @@ pub fn serve(socket: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Starts the hub for `socket` unless it already runs; returns its pid.
+/// Starts the hub for `socket` unless one already runs; returns the pid of the hub that serves
+/// it (which the hub itself wrote to `pidfile`, once its socket was bound).
 pub fn ensure(socket: &Path, pidfile: &Path) -> std::io::Result<u32> {
     let marker = socket.display().to_string();
     if let Some(pid) = process::running(pidfile, &marker) {
         return Ok(pid);
     }
     let exe = std::env::current_exe()?;
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .arg("local-hub")
         .arg("--socket")
         .arg(socket)
+        .arg("--pidfile")
+        .arg(pidfile)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         // Its own process group: Ctrl-C on dbctl must not take the network down.
         .process_group(0)
         .spawn()?;
-    std::fs::write(pidfile, child.id().to_string())?;
-    // Wait (briefly, polling) for the socket so the first VM finds it.
-    for i in 0..100 {
-        if socket.exists() {
-            break;
+    let deadline = Instant::now() + START_LIMIT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Some(pid) = process::running(pidfile, &marker) {
+            // Reap ours if it lost the lock to another hub (it exits at once).
+            let _ = child.try_wait();
+            return Ok(pid);
         }
-        std::thread::sleep(std::time::Duration::from_millis(5 + i));
+        if let Ok(Some(status)) = child.try_wait()
+            && !status.success()
+        {
+            return Err(std::io::Error::other(format!(
+                "the network hub exited ({status}) before serving {marker}"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::other(format!(
+                "the network hub did not serve {marker} within {}s",
+                START_LIMIT.as_secs()
+            )));
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(200));
     }
-    Ok(child.id())
 }
 
+/// Stops the hub of `socket`: the one its pid file names, and any other `local-hub` process
+/// for the same socket (one left by a dbctl older than the pid-file lock).
 pub async fn stop(socket: &Path, pidfile: &Path) {
-    if let Some(pid) = process::running(pidfile, &socket.display().to_string()) {
+    let marker = socket.display().to_string();
+    if let Some(pid) = process::running(pidfile, &marker) {
+        process::stop(pid).await;
+    }
+    for pid in process::with_args(&["local-hub", "--socket", &marker]) {
         process::stop(pid).await;
     }
 }

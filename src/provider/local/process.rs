@@ -12,6 +12,24 @@ pub fn running(pidfile: &Path, marker: &str) -> Option<u32> {
     cmdline.contains(marker).then_some(pid)
 }
 
+/// Live processes whose arguments (after the program) begin with `args`, in order.
+pub fn with_args(args: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let argv: Vec<&[u8]> = raw.split(|b| *b == 0).skip(1).collect();
+            let matches =
+                argv.len() >= args.len() && args.iter().zip(&argv).all(|(a, b)| a.as_bytes() == *b);
+            (matches && alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
