@@ -2,10 +2,10 @@
 //! front of it, both real processes, and the real dbctl binary on `--provider aws`. One VM.
 //! Needs moto_server on PATH and dbctl's image (`scripts/test` builds it: `dbctl image build`).
 //!
-//! Asserts the furthest points the aws flow reaches on the twin (see the test's doc): with the
-//! default config, setup's readiness check is refused (issue 13 §3); with 5432 open to the
-//! operator, RUNNING and a verified-TLS `psql` through the URI `dbctl connect` hands out. Each
-//! `dbctl destroy` leaves no twin VM and nothing tagged with the run in moto.
+//! With the default config (5432 open to the VPC only, as on EC2) the create is RUNNING: its
+//! readiness check goes through the node's SSH session; the public address refuses the host
+//! on 5432; `dbctl connect --tunnel` and `--psql` reach PostgreSQL over verified TLS through
+//! SSH. `dbctl destroy` leaves no twin VM and nothing tagged with the run in moto.
 
 mod support;
 
@@ -188,15 +188,66 @@ async fn destroy_leaves_nothing(env: &Env, twin: &Twin, name: &str, run: &str) {
 
 const CONFIG: &str = "[aws]\nssh_cidr = \"127.0.0.1/32\"\nssh_wait_secs = 300\n";
 
-/// One twin, two creates one after the other (one VM at a time).
+/// `dbctl connect NAME --tunnel --passfile --output json` in the background: its document
+/// (read as soon as it is printed) and the process holding the tunnel.
+// The child is returned to the caller, which ends and waits for it.
+#[allow(clippy::zombie_processes)]
+fn tunnel(env: &Env, name: &str) -> (serde_json::Value, Child) {
+    let mut child = env
+        .command(
+            &[
+                "connect",
+                name,
+                "--tunnel",
+                "--passfile",
+                "--output",
+                "json",
+            ],
+            None,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dbctl connect --tunnel");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut doc = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait().unwrap();
+            panic!("dbctl connect --tunnel ended ({status}) before its document: {doc}");
+        }
+        doc.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&doc) {
+            return (v, child);
+        }
+    }
+}
+
+const PROBE: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
+
+/// `psql URI -c PROBE` with the password from `passfile`.
+fn psql(uri: &str, passfile: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([uri, "-XAtc", PROBE])
+        .env("PGPASSFILE", passfile)
+        .env("PSQLRC", "/dev/null")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql")
+}
+
+/// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
 ///
-/// 1. The default config stops at `setup.primary`: its readiness check connects from the
-///    operator's machine to the public address on 5432, which pg_hba (VPC CIDR only) refuses,
-///    as EC2 would (there the security group drops it even before) — issue 13 §3's second
-///    defect, reproduced. Everything before it (provision, host key from the console, SSH to
-///    the loopback public address, packages, data volume on NVMe, initdb) is done.
-/// 2. With the operator's address in `aws.extra_pg_cidrs` — on the twin that is 10.0.2.2,
-///    where QEMU's user network puts the host's connections — it is RUNNING and psql works.
+/// 1. create → RUNNING: setup's readiness check connects to the node's private address through
+///    its SSH session (issue 13 §3), so nothing but SSH is opened to the operator;
+/// 2. the public address on 5432 refuses the host (pg_hba: the VPC only — on EC2 the security
+///    group drops it even before), so the URI `dbctl connect` prints is for the VPC;
+/// 3. `dbctl connect --tunnel` holds a forward through SSH and prints a URI for it: psql over
+///    verified TLS (the certificate checked against the node's private address); SIGTERM
+///    closes it; `dbctl connect --psql` goes through a tunnel of its own;
+/// 4. destroy → no twin VM, nothing tagged with the run.
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
     let twin = Twin::start();
@@ -206,38 +257,9 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
         support::aws::point_sdk_at(&twin.endpoint);
     }
 
-    // 1. The default config: as far as setup's readiness check.
     let env = Env::aws(CONFIG);
     let started = Instant::now();
     let (out, run, status) = create(&env, &twin, "tw");
-    eprintln!("default config: create ended in {:?}", started.elapsed());
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "expected a kept failure at setup.primary:\n{}\n--- status\n{status:#}\n--- twin\n{}",
-        stderr(&out),
-        twin.log()
-    );
-    for step in [
-        "provision.vm.primary",
-        "provision.attach.primary",
-        "deploy.packages.primary",
-        "deploy.primary",
-    ] {
-        assert_eq!(step_state(&status, step), "done", "{step}: {status:#}");
-    }
-    assert_eq!(step_state(&status, "setup.primary"), "failed", "{status:#}");
-    assert!(
-        stderr(&out).contains("no pg_hba.conf entry for host \"10.0.2.2\""),
-        "{}",
-        stderr(&out)
-    );
-    destroy_leaves_nothing(&env, &twin, "tw", &run).await;
-
-    // 2. 5432 open to the operator: RUNNING, psql through the URI dbctl connect hands out.
-    let env = Env::aws(&format!("{CONFIG}extra_pg_cidrs = [\"10.0.2.2/32\"]\n"));
-    let started = Instant::now();
-    let (out, run, status) = create(&env, &twin, "tw2");
     assert!(
         out.status.success(),
         "create on the twin failed after {:?}:\n{}\n--- status\n{status:#}\n--- twin\n{}",
@@ -246,6 +268,13 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
         twin.log()
     );
     eprintln!("aws create on the twin: RUNNING in {:?}", started.elapsed());
+    let logs = env.run(&["logs", &run], None);
+    assert!(
+        stdout(&logs).contains("5432 through SSH/") && stdout(&logs).contains("over verified TLS"),
+        "readiness went through SSH: {}",
+        stdout(&logs)
+    );
+    assert_eq!(step_state(&status, "setup.primary"), "done", "{status:#}");
     assert_eq!(twin.vms().len(), 1, "{:?}", twin.vms());
     let vm = status["steps"]
         .as_array()
@@ -255,25 +284,62 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
         .unwrap()["outputs"]
         .clone();
     let public = vm["public_ip"].as_str().unwrap_or_default();
+    let private = vm["private_ip"].as_str().unwrap_or_default();
     assert!(public.starts_with("127.77."), "public address {vm}");
-    let (code, conn) = env.json(&["connect", "tw2", "--passfile"]);
-    assert_eq!(code, 0, "{conn}");
-    let uri = conn["uri"].as_str().unwrap();
+
+    // 2. Directly: the public address, refused on 5432.
+    let (code, direct) = env.json(&["connect", "tw", "--passfile"]);
+    assert_eq!(code, 0, "{direct}");
+    let uri = direct["uri"].as_str().unwrap();
     assert!(
         uri.contains("sslmode=verify-full") && uri.contains(public),
         "{uri}"
     );
-    let psql = Command::new("psql")
-        .args([
-            uri,
-            "-XAtc",
-            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
-        ])
-        .env("PGPASSFILE", conn["passfile"].as_str().unwrap())
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run psql");
-    assert_eq!(stdout(&psql).trim(), "t", "{}", stderr(&psql));
-    destroy_leaves_nothing(&env, &twin, "tw2", &run).await;
+    let refused = psql(uri, direct["passfile"].as_str().unwrap());
+    assert!(!refused.status.success(), "5432 is open to the host");
+    assert!(
+        stderr(&refused).contains("no pg_hba.conf entry for host \"10.0.2.2\""),
+        "{}",
+        stderr(&refused)
+    );
+
+    // 3. Through the tunnel.
+    let (doc, mut holder) = tunnel(&env, "tw");
+    let uri = doc["uri"].as_str().unwrap();
+    assert!(
+        uri.contains(&format!("@{private}:")) && uri.contains("hostaddr=127.0.0.1"),
+        "{doc}"
+    );
+    let through = psql(uri, doc["passfile"].as_str().unwrap());
+    assert_eq!(stdout(&through).trim(), "t", "{}", stderr(&through));
+    // SAFETY: kill(2) of our own child.
+    unsafe {
+        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(holder.wait().unwrap().success(), "the tunnel ends cleanly");
+    let after = psql(uri, doc["passfile"].as_str().unwrap());
+    assert!(!after.status.success(), "the tunnel's port closed with it");
+    let mut session = env
+        .command(&["connect", "tw", "--psql"], None)
+        .env("PSQLRC", "/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    // psql reads the session from stdin: quiet, tuples only, unaligned.
+    let script =
+        format!("\\set QUIET on\n\\pset tuples_only on\n\\pset format unaligned\n{PROBE};\n");
+    session
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let session = session.wait_with_output().unwrap();
+    assert!(session.status.success(), "{}", stderr(&session));
+    assert_eq!(stdout(&session).trim(), "t", "{}", stderr(&session));
+
+    destroy_leaves_nothing(&env, &twin, "tw", &run).await;
 }

@@ -102,6 +102,8 @@ const CASES: &[(Setup, &[&str], i32, &str)] = &[
     (Instance, &["failover", "db", "--to", "node-2"], 2, "name: db is not an HA instance"),
     (Instance, &["reinit", "db", "node-9"], 2, "name: db is not an HA instance"),
     (Instance, &["ssh", "db"], 2, "name:"),
+    (Instance, &["connect", "db", "--tunnel"], 2, "tunnel: db is on testbed"),
+    (Instance, &["connect", "db", "--tunnel", "--psql"], 2, "--psql"),
     (Instance, &["create", "db", "--disk-gib", "11"], 2, "name: instance \"db\" already exists"),
     // gc: bad ages, providers and flags are refused before anything is looked at
     (Empty, &["gc", "--keep-history", "soon"], 2, "keep_history:"),

@@ -16,6 +16,7 @@ use crate::error::CliError;
 use crate::operations::{self, App};
 use crate::postgres::Endpoint;
 use crate::postgres::secrets::SecretStore;
+use crate::spec::ValidationError;
 
 #[derive(Debug, Args)]
 #[command(
@@ -23,7 +24,12 @@ use crate::postgres::secrets::SecretStore;
     For an HA instance it names every node; libpq picks the current leader \
     (target_session_attrs=read-write), so the same URI keeps working after a failover.\n\n\
     Examples:\n  psql \"$(dbctl connect orders)\"\n  dbctl connect orders --psql\n  \
-    export PGPASSFILE=$(dbctl connect orders --passfile --output json | jq -r .passfile)\n  dbctl connect orders --replica\n  dbctl connect orders --output json | jq -r .uri"
+    export PGPASSFILE=$(dbctl connect orders --passfile --output json | jq -r .passfile)\n  dbctl connect orders --replica\n  dbctl connect orders --output json | jq -r .uri\n\n\
+    On aws the URI names the instance's public address, which only the VPC (and \
+    aws.extra_pg_cidrs) may reach on 5432. From anywhere SSH reaches, use --psql, or --tunnel:\n  \
+    dbctl connect orders --psql\n  \
+    dbctl connect orders --tunnel --passfile --output json > tunnel.json &   # the URI, then holds the ports\n  \
+    PGPASSFILE=$(jq -r .passfile tunnel.json) psql \"$(jq -r .uri tunnel.json)\""
 )]
 pub struct ConnectArgs {
     /// Instance name
@@ -40,9 +46,16 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub replica: bool,
 
-    /// Run psql instead of printing the URI (the password goes through PGPASSWORD, not argv)
+    /// Run psql instead of printing the URI (the password goes through PGPASSWORD, not argv);
+    /// on aws it connects through a tunnel like --tunnel's, closed when psql ends
     #[arg(long, conflicts_with = "passfile")]
     pub psql: bool,
+
+    /// aws: hold local ports forwarded through SSH to the instance's PostgreSQL (its security
+    /// group opens 5432 to the VPC, not to this machine), print the URI for them, and keep
+    /// them open until interrupted (Ctrl-C, SIGTERM)
+    #[arg(long, conflicts_with = "psql")]
+    pub tunnel: bool,
 
     /// Keep the password out of the URI: write it to a libpq password file (0600, removed by
     /// destroy) and print the URI without it; use the file with PGPASSFILE
@@ -68,6 +81,9 @@ struct ConnectView {
     /// With --passfile: the libpq password file (the URI then holds no password).
     #[serde(skip_serializing_if = "Option::is_none")]
     passfile: Option<std::path::PathBuf>,
+    /// With --tunnel: the local addresses (`hostaddr`) the hosts are reached at, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostaddr: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Clone)]
@@ -131,6 +147,9 @@ pub(super) struct Target {
     pub ca_file: std::path::PathBuf,
     pub attrs: Option<&'static str>,
     pub password: String,
+    /// Where each host is really connected to (libpq's `hostaddr`: a tunnel's local end), when
+    /// not at the host itself; TLS still verifies the host's name.
+    pub hostaddrs: Option<Vec<String>>,
 }
 
 impl Target {
@@ -140,6 +159,9 @@ impl Target {
         if let Some(a) = self.attrs {
             // A dead node's address may time out rather than refuse (a cloud VM that is gone).
             query += &format!("&target_session_attrs={a}&connect_timeout=10");
+        }
+        if let Some(addrs) = &self.hostaddrs {
+            query += &format!("&hostaddr={}", addrs.join(","));
         }
         let host_list = self
             .hosts
@@ -204,20 +226,45 @@ pub(super) fn target(
         ca_file: ep.ca_file,
         attrs,
         password,
+        hostaddrs: None,
     })
 }
 
-pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
+pub async fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
     let (journal, instance, run) =
         operations::instance_with_run(app, &args.name, args.project.as_deref())?;
+    let through_ssh = instance.provider == "aws" && (args.tunnel || args.psql);
+    if args.tunnel && !through_ssh {
+        return Err(ValidationError::new(
+            "tunnel",
+            format!(
+                "{} is on {}, whose PostgreSQL this host reaches directly; --tunnel is for aws",
+                args.name, instance.provider
+            ),
+        )
+        .into());
+    }
     let steps = journal.steps(&run.id)?;
-    let t = target(app, &instance, &run, &steps, args.user, args.replica)?;
+    let mut t = target(app, &instance, &run, &steps, args.user, args.replica)?;
+    // Held until this command ends: the URI below points at them.
+    let _forwards = match through_ssh {
+        true => tunnel(app, &run, &steps, &mut t).await?,
+        false => Vec::new(),
+    };
     if args.psql {
-        let err = std::process::Command::new("psql")
-            .arg(t.uri(false))
-            .env("PGPASSWORD", &t.password)
-            .exec();
-        return Err(anyhow::anyhow!("cannot run psql: {err}").into());
+        let mut psql = std::process::Command::new("psql");
+        psql.arg(t.uri(false)).env("PGPASSWORD", &t.password);
+        if !through_ssh {
+            let err = psql.exec();
+            return Err(anyhow::anyhow!("cannot run psql: {err}").into());
+        }
+        // Not exec: the tunnel lives in this process. psql's exit status is ours.
+        let status = tokio::process::Command::from(psql)
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot run psql: {e}"))?;
+        drop(_forwards);
+        std::process::exit(status.code().unwrap_or(1));
     }
     let passfile = match args.passfile {
         true => Some(t.write_passfile(app, &instance.id)?),
@@ -234,6 +281,7 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
         sslrootcert: t.ca_file,
         target_session_attrs: t.attrs,
         passfile,
+        hostaddr: t.hostaddrs,
     };
     if let Some(p) = &view.passfile
         && !app.json
@@ -241,5 +289,48 @@ pub fn run(app: &App, args: ConnectArgs) -> Result<(), CliError> {
         eprintln!("password in {0}: export PGPASSFILE={0}", p.display());
     }
     emit(app, &view, || view.uri.clone());
+    if args.tunnel {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        eprintln!("tunnel open; Ctrl-C (or SIGTERM) closes it");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("signals: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
     Ok(())
+}
+
+/// Opens a forward through SSH to every host of `t` (an aws instance's nodes) and points `t`
+/// at them: each host becomes the node's private address (what TLS verifies), reached at the
+/// forward's local port.
+async fn tunnel(
+    app: &App,
+    run: &crate::journal::RunRow,
+    steps: &[crate::journal::StepRow],
+    t: &mut Target,
+) -> Result<Vec<crate::provider::aws::tunnel::Forward>, CliError> {
+    let spec = operations::run_spec(run)?;
+    let mut nodes = Vec::new();
+    for h in &t.hosts {
+        let vm: crate::provider::aws::InstanceOut =
+            crate::journal::outputs_of(steps, &format!("provision.vm.{}", h.node))
+                .and_then(|o| serde_json::from_value(o.clone()).ok())
+                .ok_or_else(|| {
+                    CliError::NotFound(format!("node {}: no instance recorded", h.node))
+                })?;
+        nodes.push((h.node.clone(), vm));
+    }
+    let forwards =
+        crate::provider::aws::tunnel::open(&app.config.aws, &spec, app.state_dir(), &nodes)
+            .await
+            .map_err(|e| anyhow::anyhow!("tunnel: {e}"))?;
+    for (h, f) in t.hosts.iter_mut().zip(&forwards) {
+        h.host = f.server_name.clone();
+        h.port = f.local.port();
+    }
+    t.hostaddrs = Some(forwards.iter().map(|f| f.local.ip().to_string()).collect());
+    Ok(forwards)
 }

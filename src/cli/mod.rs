@@ -185,7 +185,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Gc(a) => gc::run(&app, a).await,
         Command::Image(a) => image::run(&app, a).await,
         Command::Ssh(a) => ssh::run(&app, a),
-        Command::Connect(a) => connect::run(&app, a),
+        Command::Connect(a) => connect::run(&app, a).await,
         Command::Backup(a) => backup::run(&app, a).await,
         Command::Restore(a) => restore::run(&app, a).await,
         Command::Switchover(a) => switchover::run(&app, a).await,

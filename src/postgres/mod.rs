@@ -39,6 +39,12 @@ pub trait NodeAccess: Send + Sync {
     async fn session(&self, ctx: &StepCtx, node: &str) -> Result<Arc<SshSession>, StepError>;
     /// Where the host reaches the node's PostgreSQL.
     fn pg_endpoint(&self, ctx: &StepCtx, node: &str) -> Result<(String, u16), StepError>;
+    /// Whether the host reaches the node's PostgreSQL only through the node's SSH session: the
+    /// security group opens 5432 to the VPC, not to the operator (EC2), so the readiness check
+    /// connects to the node's private address through an SSH forward.
+    fn pg_through_ssh(&self) -> bool {
+        false
+    }
     /// The instance's private network (replication, app servers inside it).
     fn vpc_cidr(&self) -> String;
     /// Addresses clients may connect from, as the node sees them (the VPC, the operator).

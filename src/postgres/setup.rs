@@ -111,17 +111,37 @@ impl Step for SetupPrimary {
         )
         .await?;
 
-        // Readiness: the application's own path, from the host, TLS verified.
+        // Readiness: a real SQL round trip over verified TLS, from the host — the application's
+        // own path where the host may connect, else through the node's SSH session to its
+        // private address (TLS still end to end: the forward carries the encrypted stream).
         let (host, port) = pg.access.pg_endpoint(ctx, &self.node)?;
         let ca = pg.ca()?;
         let (user, pw) = &passwords[0];
-        let c = client::connect(&host, port, user, pw, &spec.database, ca.cert_pem())
-            .await
-            .map_err(|e| {
-                StepError::Transient(format!(
-                    "readiness: cannot connect as {user} over TLS to {host}:{port}: {e}"
-                ))
-            })?;
+        let (c, via) = if pg.access.pg_through_ssh() {
+            let private = pg.access.private_address(ctx, &self.node)?;
+            let session = pg.access.session(ctx, &self.node).await?;
+            let stream = session
+                .open_tcp(&private, 5432)
+                .await
+                .map_err(|e| StepError::Transient(format!("readiness: {e}")))?;
+            let c = client::connect_over(stream, &private, user, pw, &spec.database, ca.cert_pem())
+                .await
+                .map_err(|e| {
+                    StepError::Transient(format!(
+                        "readiness: cannot connect as {user} over TLS to {private}:5432 through SSH: {e}"
+                    ))
+                })?;
+            (c, format!("{private}:5432 through SSH"))
+        } else {
+            let c = client::connect(&host, port, user, pw, &spec.database, ca.cert_pem())
+                .await
+                .map_err(|e| {
+                    StepError::Transient(format!(
+                        "readiness: cannot connect as {user} over TLS to {host}:{port}: {e}"
+                    ))
+                })?;
+            (c, format!("{host}:{port}"))
+        };
         let row = c
             .query_one(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -135,7 +155,7 @@ impl Step for SetupPrimary {
             ));
         }
         ctx.log(&format!(
-            "ready: {user}@{host}:{port}/{} over verified TLS",
+            "ready: {user}@{via}/{} over verified TLS",
             spec.database
         ));
         let ep = Endpoint {

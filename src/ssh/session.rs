@@ -215,6 +215,24 @@ impl SshSession {
         }
     }
 
+    /// A TCP connection made by the node's sshd to `host:port` (what `ssh -L` opens): it reaches
+    /// whatever the node reaches, so nothing has to be opened to this host but SSH.
+    pub async fn open_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::Protocol {
+                target: self.target.name(),
+                message: format!("forward to {host}:{port}: {e}"),
+            })?;
+        Ok(channel.into_stream())
+    }
+
     pub async fn close(self) {
         let _ = self
             .handle

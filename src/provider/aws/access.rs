@@ -34,47 +34,92 @@ fn vm(ctx: &StepCtx, node: &str) -> Result<InstanceOut, StepError> {
     input(ctx, &format!("provision.vm.{node}"))
 }
 
-impl AwsAccess {
-    async fn host_key(
-        &self,
-        vm: &InstanceOut,
-        deadline: Instant,
-    ) -> Result<russh::keys::PublicKey, StepError> {
-        let ec2 = self.env.ec2().await?;
-        let mut delay = Duration::from_secs(2);
-        loop {
-            let out = ec2
-                .sdk()
-                .get_console_output()
-                .instance_id(&vm.instance_id)
-                .latest(true)
-                .send()
-                .await;
-            let text = match out {
-                Ok(o) => o
-                    .output()
-                    .and_then(|b| aws_smithy_types::base64::decode(b).ok())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                Err(e) => {
-                    return Err(step_err(super::error::classify(
-                        "GetConsoleOutput",
-                        &vm.instance_id,
-                        e,
-                    )));
-                }
-            };
-            if let Some(key) = text.as_deref().and_then(host_key_from_console) {
-                return Ok(key);
-            }
-            if Instant::now() >= deadline {
-                return Err(StepError::Permanent(format!(
-                    "{}: no SSH host key in its console output after {} s; cannot verify the host, refusing to connect",
-                    vm.instance_id,
-                    self.env.ssh_wait.as_secs()
+/// The node's host key, read from its console output (polled until `deadline`).
+async fn host_key(
+    env: &AwsEnv,
+    vm: &InstanceOut,
+    deadline: Instant,
+) -> Result<russh::keys::PublicKey, StepError> {
+    let ec2 = env.ec2().await?;
+    let mut delay = Duration::from_secs(2);
+    loop {
+        let out = ec2
+            .sdk()
+            .get_console_output()
+            .instance_id(&vm.instance_id)
+            .latest(true)
+            .send()
+            .await;
+        let text = match out {
+            Ok(o) => o
+                .output()
+                .and_then(|b| aws_smithy_types::base64::decode(b).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                return Err(step_err(super::error::classify(
+                    "GetConsoleOutput",
+                    &vm.instance_id,
+                    e,
                 )));
             }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 3 / 2).min(Duration::from_secs(15));
+        };
+        if let Some(key) = text.as_deref().and_then(host_key_from_console) {
+            return Ok(key);
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::Permanent(format!(
+                "{}: no SSH host key in its console output after {} s; cannot verify the host, refusing to connect",
+                vm.instance_id,
+                env.ssh_wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(15));
+    }
+}
+
+/// A new verified SSH session to the EC2 node `vm` (`node` names it in errors): refused at
+/// once for an instance that is gone, else as soon as its console shows the host key and sshd
+/// answers, within `aws.ssh_wait_secs`.
+pub async fn connect_node(
+    env: &AwsEnv,
+    vm: &InstanceOut,
+    node: &str,
+) -> Result<SshSession, StepError> {
+    // A node that is gone never answers: say so at once instead of waiting out ssh_wait
+    // (every rollback step that undoes something on the node would wait again).
+    let ec2 = env.ec2().await?;
+    if let Some(state) = ec2.instance_gone(&vm.instance_id).await.map_err(step_err)? {
+        return Err(StepError::Permanent(format!(
+            "{node}: instance {} is {state}; it cannot be reached",
+            vm.instance_id
+        )));
+    }
+    let deadline = Instant::now() + env.ssh_wait;
+    let host_key = host_key(env, vm, deadline).await?;
+    let host = vm
+        .public_ip
+        .clone()
+        .or(vm.private_ip.clone())
+        .ok_or_else(|| StepError::Permanent(format!("{}: no IP address", vm.instance_id)))?;
+    let key = ClientKey::load_or_create(&env.state_dir.join("ssh"))
+        .map_err(|e| StepError::Permanent(format!("dbctl SSH key: {e}")))?;
+    // Debian's cloud images log in as `admin`; dbctl's user-data adds `dbctl` as well.
+    let target = SshTarget {
+        host,
+        port: 22,
+        user: "dbctl".into(),
+        host_key,
+    };
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match SshSession::connect(&target, &key, Duration::from_secs(20)).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(StepError::Permanent(format!("{node}: {e}"))),
         }
     }
 }
@@ -87,46 +132,9 @@ impl NodeAccess for AwsAccess {
         if let Some(s) = all.get(&vm.instance_id).filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        // A node that is gone never answers: say so at once instead of waiting out ssh_wait
-        // (every rollback step that undoes something on the node would wait again).
-        let ec2 = self.env.ec2().await?;
-        if let Some(state) = ec2.instance_gone(&vm.instance_id).await.map_err(step_err)? {
-            return Err(StepError::Permanent(format!(
-                "{node}: instance {} is {state}; it cannot be reached",
-                vm.instance_id
-            )));
-        }
-        let deadline = Instant::now() + self.env.ssh_wait;
-        let host_key = self.host_key(&vm, deadline).await?;
-        let host = vm
-            .public_ip
-            .clone()
-            .or(vm.private_ip.clone())
-            .ok_or_else(|| StepError::Permanent(format!("{}: no IP address", vm.instance_id)))?;
-        let key = ClientKey::load_or_create(&self.env.state_dir.join("ssh"))
-            .map_err(|e| StepError::Permanent(format!("dbctl SSH key: {e}")))?;
-        // Debian's cloud images log in as `admin`; dbctl's user-data adds `dbctl` as well.
-        let target = SshTarget {
-            host,
-            port: 22,
-            user: "dbctl".into(),
-            host_key,
-        };
-        let mut delay = Duration::from_secs(1);
-        loop {
-            match SshSession::connect(&target, &key, Duration::from_secs(20)).await {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    all.insert(vm.instance_id.clone(), s.clone());
-                    return Ok(s);
-                }
-                Err(e) if e.is_transient() && Instant::now() < deadline => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => return Err(StepError::Permanent(format!("{node}: {e}"))),
-            }
-        }
+        let s = Arc::new(connect_node(&self.env, &vm, node).await?);
+        all.insert(vm.instance_id.clone(), s.clone());
+        Ok(s)
     }
 
     fn pg_endpoint(&self, ctx: &StepCtx, node: &str) -> Result<(String, u16), StepError> {
@@ -136,6 +144,12 @@ impl NodeAccess for AwsAccess {
             .or(vm.private_ip)
             .ok_or_else(|| StepError::Permanent(format!("{node}: no IP address")))?;
         Ok((host, 5432))
+    }
+
+    fn pg_through_ssh(&self) -> bool {
+        // 5432 is open to the VPC (and to `aws.extra_pg_cidrs`), never implicitly to the
+        // operator's machine: the host's own check goes the way SSH already goes.
+        true
     }
 
     fn vpc_cidr(&self) -> String {

@@ -40,6 +40,7 @@ pub mod security_group;
 mod steps;
 pub mod sweep;
 pub mod tags;
+pub mod tunnel;
 pub mod volume;
 mod wait;
 
