@@ -52,7 +52,7 @@ async fn provision(ec2: &Ec2, tags: &RunTags, token: &str) -> Stack {
     let zones = &zones[..2];
     let net = ec2.ensure_network(tags, "network", zones).await.unwrap();
     let sg = ec2
-        .ensure_security_group(tags, "firewall", &net.vpc_id, &net.vpc_cidr)
+        .ensure_security_group(tags, "firewall", &net.vpc_id, &net.vpc_cidr, false)
         .await
         .unwrap();
     let key = ec2.ensure_key_pair(tags, "ssh-key", PUBKEY).await.unwrap();
@@ -417,19 +417,8 @@ async fn deletes_without_outputs_find_resources_by_tags() {
     let tags = run("run-c");
     let st = provision(&ec2, &tags, "1").await;
 
-    // Reverse order, every output lost. delete_volume detaches the attached volume itself.
-    ec2.delete_volume(&tags, "data-volume", None).await.unwrap();
-    let gone = ec2
-        .sdk()
-        .describe_volumes()
-        .volume_ids(&st.vol.volume_id)
-        .send()
-        .await;
-    assert!(
-        gone.is_err() || gone.unwrap().volumes().is_empty(),
-        "volume still there"
-    );
-
+    // Reverse order, every output lost. The instance goes first: terminating it releases its
+    // data volume (dbctl never detaches a volume from a live instance), which is then deleted.
     ec2.delete_instance(&tags, "vm", None).await.unwrap();
     let d = ec2
         .sdk()
@@ -446,6 +435,18 @@ async fn deletes_without_outputs_find_resources_by_tags() {
         .as_str()
         .to_string();
     assert_eq!(state, "terminated");
+
+    ec2.delete_volume(&tags, "data-volume", None).await.unwrap();
+    let gone = ec2
+        .sdk()
+        .describe_volumes()
+        .volume_ids(&st.vol.volume_id)
+        .send()
+        .await;
+    assert!(
+        gone.is_err() || gone.unwrap().volumes().is_empty(),
+        "volume still there"
+    );
 
     ec2.delete_key_pair(&tags, "ssh-key", None).await.unwrap();
     ec2.delete_security_group(&tags, "firewall", None)
@@ -544,7 +545,7 @@ async fn private_network_has_no_gateway_and_no_ssh() {
     assert_eq!(net.internet_gateway_id, None);
     assert_eq!(count(&ec2, "run-f", ResourceKind::InternetGateway).await, 0);
     let sg = ec2
-        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr)
+        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, false)
         .await
         .unwrap();
     let d = ec2
@@ -556,6 +557,71 @@ async fn private_network_has_no_gateway_and_no_ssh() {
         .unwrap();
     let perms = d.security_groups()[0].ip_permissions();
     assert!(perms.iter().all(|p| p.from_port() != Some(22)), "{perms:?}");
+}
+
+/// An HA cluster's group opens etcd (2379, 2380) and Patroni's API (8008) to its own members
+/// and to nothing else; a single node's group opens none of them. Ensuring it again adds
+/// nothing (the rules are found, not duplicated).
+#[tokio::test]
+async fn a_cluster_group_opens_etcd_and_patroni_to_its_members_only() {
+    let _s = session().await;
+    let ec2 = Ec2::connect(&settings()).await.unwrap();
+    let zones = ec2.available_zones("t3.medium").await.unwrap();
+    let ports =
+        |g: &aws_sdk_ec2::types::SecurityGroup, port: i32| -> Vec<(Vec<String>, Vec<String>)> {
+            g.ip_permissions()
+                .iter()
+                .filter(|p| p.from_port() == Some(port))
+                .map(|p| {
+                    (
+                        p.ip_ranges()
+                            .iter()
+                            .filter_map(|r| r.cidr_ip().map(String::from))
+                            .collect(),
+                        p.user_id_group_pairs()
+                            .iter()
+                            .filter_map(|u| u.group_id().map(String::from))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+    for (run_id, cluster) in [("run-ha-sg", true), ("run-single-sg", false)] {
+        let tags = run(run_id);
+        let net = ec2
+            .ensure_network(&tags, "network", &zones[..3])
+            .await
+            .unwrap();
+        let sg = ec2
+            .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, cluster)
+            .await
+            .unwrap();
+        ec2.ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, cluster)
+            .await
+            .unwrap();
+        let d = ec2
+            .sdk()
+            .describe_security_groups()
+            .group_ids(&sg.group_id)
+            .send()
+            .await
+            .unwrap();
+        let g = &d.security_groups()[0];
+        for port in [2379, 2380, 8008] {
+            let rules = ports(g, port);
+            if cluster {
+                assert_eq!(rules.len(), 1, "{port}: {rules:?}");
+                assert!(rules[0].0.is_empty(), "{port} open to a range: {rules:?}");
+                assert_eq!(
+                    rules[0].1,
+                    std::slice::from_ref(&sg.group_id),
+                    "{port}: {rules:?}"
+                );
+            } else {
+                assert!(rules.is_empty(), "{port} on a single node: {rules:?}");
+            }
+        }
+    }
 }
 
 /// Sets `DBCTL_AWS_FAULTS` only while connecting: the plan is read once at connect.
@@ -580,7 +646,7 @@ async fn injected_throttling_is_transient_and_the_step_retry_succeeds() {
         .await
         .unwrap();
     let sg = ec2
-        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr)
+        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, false)
         .await
         .unwrap();
     let key = ec2.ensure_key_pair(&tags, "ssh-key", PUBKEY).await.unwrap();
@@ -650,7 +716,7 @@ async fn permanent_errors_name_the_resource_and_create_nothing() {
         .await
         .unwrap();
     let err = ec2
-        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr)
+        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, false)
         .await
         .unwrap_err();
     assert!(!err.is_transient());
@@ -660,7 +726,7 @@ async fn permanent_errors_name_the_resource_and_create_nothing() {
 
     let good = Ec2::connect(&settings()).await.unwrap();
     let sg = good
-        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr)
+        .ensure_security_group(&tags, "firewall", &net.vpc_id, &net.vpc_cidr, false)
         .await
         .unwrap();
     let key = good

@@ -150,22 +150,26 @@ fn step_state(status: &serde_json::Value, step: &str) -> String {
 
 /// `dbctl create NAME --provider aws --image AMI --ssh-cidr 127.0.0.1/32` in `env`; a failed
 /// create keeps what it made, so its status shows where it stopped. Returns (output, run, status).
-fn create(env: &Env, twin: &Twin, name: &str) -> (std::process::Output, String, serde_json::Value) {
-    let out = env.run(
-        &[
-            "create",
-            name,
-            "--provider",
-            "aws",
-            "--image",
-            &twin.ami,
-            "--ssh-cidr",
-            "127.0.0.1/32",
-            "--on-failure",
-            "keep",
-        ],
-        None,
-    );
+fn create(
+    env: &Env,
+    twin: &Twin,
+    name: &str,
+    extra: &[&str],
+) -> (std::process::Output, String, serde_json::Value) {
+    let mut args = vec![
+        "create",
+        name,
+        "--provider",
+        "aws",
+        "--image",
+        &twin.ami,
+        "--ssh-cidr",
+        "127.0.0.1/32",
+        "--on-failure",
+        "keep",
+    ];
+    args.extend(extra);
+    let out = env.run(&args, None);
     let (_, list) = env.json(&["list"]);
     let run = list[0]["run"].as_str().unwrap_or_default().to_string();
     let (_, status) = env.json(&["status", &run]);
@@ -192,19 +196,18 @@ const CONFIG: &str = "[aws]\nssh_cidr = \"127.0.0.1/32\"\nssh_wait_secs = 300\n"
 /// (read as soon as it is printed) and the process holding the tunnel.
 // The child is returned to the caller, which ends and waits for it.
 #[allow(clippy::zombie_processes)]
-fn tunnel(env: &Env, name: &str) -> (serde_json::Value, Child) {
+fn tunnel(env: &Env, name: &str, extra: &[&str]) -> (serde_json::Value, Child) {
+    let mut args = vec![
+        "connect",
+        name,
+        "--tunnel",
+        "--passfile",
+        "--output",
+        "json",
+    ];
+    args.extend(extra);
     let mut child = env
-        .command(
-            &[
-                "connect",
-                name,
-                "--tunnel",
-                "--passfile",
-                "--output",
-                "json",
-            ],
-            None,
-        )
+        .command(&args, None)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -228,8 +231,12 @@ const PROBE: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
 
 /// `psql URI -c PROBE` with the password from `passfile`.
 fn psql(uri: &str, passfile: &str) -> std::process::Output {
+    psql_query(uri, passfile, PROBE)
+}
+
+fn psql_query(uri: &str, passfile: &str, query: &str) -> std::process::Output {
     Command::new("psql")
-        .args([uri, "-XAtc", PROBE])
+        .args([uri, "-XAtc", query])
         .env("PGPASSFILE", passfile)
         .env("PSQLRC", "/dev/null")
         .env_remove("PGPASSWORD")
@@ -248,18 +255,10 @@ fn psql(uri: &str, passfile: &str) -> std::process::Output {
 ///    verified TLS (the certificate checked against the node's private address); SIGTERM
 ///    closes it; `dbctl connect --psql` goes through a tunnel of its own;
 /// 4. destroy → no twin VM, nothing tagged with the run.
-#[tokio::test(flavor = "multi_thread")]
-async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
-    let twin = Twin::start();
-    // SAFETY: set before any thread of this test binary builds an SDK client (one test here).
-    // The SDK must never probe the instance metadata service from the host.
-    unsafe {
-        support::aws::point_sdk_at(&twin.endpoint);
-    }
-
+async fn single_node(twin: &Twin) {
     let env = Env::aws(CONFIG);
     let started = Instant::now();
-    let (out, run, status) = create(&env, &twin, "tw");
+    let (out, run, status) = create(&env, twin, "tw", &[]);
     assert!(
         out.status.success(),
         "create on the twin failed after {:?}:\n{}\n--- status\n{status:#}\n--- twin\n{}",
@@ -304,7 +303,7 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
     );
 
     // 3. Through the tunnel.
-    let (doc, mut holder) = tunnel(&env, "tw");
+    let (doc, mut holder) = tunnel(&env, "tw", &[]);
     let uri = doc["uri"].as_str().unwrap();
     assert!(
         uri.contains(&format!("@{private}:")) && uri.contains("hostaddr=127.0.0.1"),
@@ -341,5 +340,108 @@ async fn aws_create_on_the_twin_runs_psql_and_destroy_leaves_nothing() {
     assert!(session.status.success(), "{}", stderr(&session));
     assert_eq!(stdout(&session).trim(), "t", "{}", stderr(&session));
 
-    destroy_leaves_nothing(&env, &twin, "tw", &run).await;
+    destroy_leaves_nothing(&env, twin, "tw", &run).await;
+}
+
+/// `--ha` on the twin, the same flow as the local provider's: three instances in three AZs, a
+/// subnet each, Patroni + etcd over the private addresses (the security group opens etcd and
+/// Patroni to its own members), RUNNING only once both replicas stream. Through the tunnel the
+/// URI follows the leader (`target_session_attrs=read-write`) and `--replica` reaches a
+/// standby. Destroy leaves nothing.
+async fn ha(twin: &Twin) {
+    let env = Env::aws(CONFIG);
+    let started = Instant::now();
+    let (out, run, status) = create(&env, twin, "hx", &["--ha"]);
+    assert!(
+        out.status.success(),
+        "HA create on the twin failed after {:?}:\n{}\n--- status\n{status:#}\n--- twin\n{}",
+        started.elapsed(),
+        stderr(&out),
+        twin.log()
+    );
+    eprintln!("aws --ha on the twin: RUNNING in {:?}", started.elapsed());
+    assert_eq!(twin.vms().len(), 3, "{:?}", twin.vms());
+    let vms: Vec<serde_json::Value> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("provision.vm."))
+        .map(|s| s["outputs"].clone())
+        .collect();
+    assert_eq!(vms.len(), 3, "{status:#}");
+    let distinct = |key: &str| {
+        let mut v: Vec<&str> = vms.iter().map(|o| o[key].as_str().unwrap()).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    assert_eq!(distinct("zone"), 3, "one node per AZ: {vms:?}");
+    assert_eq!(distinct("subnet_id"), 3, "a subnet per AZ: {vms:?}");
+    // The live topology, read from Patroni over SSH: one leader, both others streaming from it
+    // (pg_stat_replication's state is the leader's view, hidden from the application's role).
+    let (code, st) = env.json(&["status", "hx"]);
+    assert_eq!(code, 0, "{st}");
+    let mut streaming: Vec<&str> = st["cluster"]["replication"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "streaming")
+        .filter_map(|r| r["application_name"].as_str())
+        .collect();
+    streaming.sort();
+    let leaders = st["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "leader" && m["state"] == "running")
+        .count();
+    assert_eq!(leaders, 1, "{:#}", st["cluster"]);
+    assert_eq!(
+        streaming.len(),
+        2,
+        "two replicas streaming: {:#}",
+        st["cluster"]
+    );
+
+    let (doc, mut holder) = tunnel(&env, "hx", &[]);
+    let (uri, passfile) = (
+        doc["uri"].as_str().unwrap(),
+        doc["passfile"].as_str().unwrap(),
+    );
+    assert!(uri.contains("target_session_attrs=read-write"), "{doc}");
+    assert_eq!(doc["hosts"].as_array().map(Vec::len), Some(3), "{doc}");
+    let leader = psql_query(uri, passfile, "select pg_is_in_recovery()");
+    assert_eq!(stdout(&leader).trim(), "f", "{}", stderr(&leader));
+    // SAFETY: kill(2) of our own child.
+    unsafe {
+        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(holder.wait().unwrap().success());
+    let (doc, mut holder) = tunnel(&env, "hx", &["--replica"]);
+    let standby = psql_query(
+        doc["uri"].as_str().unwrap(),
+        doc["passfile"].as_str().unwrap(),
+        "select pg_is_in_recovery()",
+    );
+    assert_eq!(stdout(&standby).trim(), "t", "{}", stderr(&standby));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(holder.wait().unwrap().success());
+    destroy_leaves_nothing(&env, twin, "hx", &run).await;
+}
+
+/// One twin for both (its start and moto's are shared; one instance at a time, so each
+/// case counts its own VMs): a single node, then an HA cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_on_the_twin_single_node_and_ha_reach_running_and_destroy_leaves_nothing() {
+    let twin = Twin::start();
+    // SAFETY: set before any thread of this test binary builds an SDK client (one test here).
+    // The SDK must never probe the instance metadata service from the host.
+    unsafe {
+        support::aws::point_sdk_at(&twin.endpoint);
+    }
+    single_node(&twin).await;
+    ha(&twin).await;
 }

@@ -167,6 +167,9 @@ impl NodeAccess for AwsAccess {
         let mut names = self.dns_names.clone();
         names.extend(vm.public_ip);
         names.extend(vm.private_ip);
+        // The node's own clients connect over loopback: etcdctl and Patroni to the local etcd
+        // member (an HA node), psql in scripts.
+        names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
         Ok(names)
     }
 

@@ -113,12 +113,6 @@ impl Provider for Aws {
     }
 
     fn preflight(&self, spec: &InstanceSpec) -> Result<(), ValidationError> {
-        if spec.ha {
-            return Err(ValidationError::new(
-                "ha",
-                "aws: HA (streaming replicas) is not implemented in this build yet",
-            ));
-        }
         super::ingress::check(&self.config, spec)
     }
 

@@ -46,6 +46,7 @@ fn desired_rules(
     vpc_cidr: &str,
     ssh_cidr: Option<&str>,
     extra_pg: &[String],
+    cluster: bool,
     label: &str,
 ) -> Result<Vec<Rule>, AwsError> {
     let op = "AuthorizeSecurityGroupIngress";
@@ -99,6 +100,30 @@ fn desired_rules(
         source: Source::SameGroup,
         description: "dbctl: postgres between cluster members",
     });
+    if cluster {
+        // An HA cluster's members reach each other's etcd (clients and peers) and Patroni's
+        // REST API (leader checks, switchover); nobody else does.
+        use crate::postgres::patroni::config::{
+            ETCD_CLIENT_PORT, ETCD_PEER_PORT, PATRONI_API_PORT,
+        };
+        for (port, description) in [
+            (
+                ETCD_CLIENT_PORT,
+                "dbctl: etcd clients between cluster members",
+            ),
+            (ETCD_PEER_PORT, "dbctl: etcd peers between cluster members"),
+            (
+                PATRONI_API_PORT,
+                "dbctl: patroni api between cluster members",
+            ),
+        ] {
+            rules.push(Rule {
+                port: i32::from(port),
+                source: Source::SameGroup,
+                description,
+            });
+        }
+    }
     Ok(rules)
 }
 
@@ -144,7 +169,8 @@ fn permission(rule: &Rule, group_id: &str) -> IpPermission {
 impl Ec2 {
     /// Ensures the run's security group in `vpc_id` with exactly dbctl's ingress rules added:
     /// 22 from `settings.ssh_cidr` only (no SSH rule when unset), 5432 from `vpc_cidr`, from each
-    /// `settings.extra_pg_cidrs` entry and from the group itself.
+    /// `settings.extra_pg_cidrs` entry and from the group itself; for a `cluster` (HA) also
+    /// etcd's and Patroni's ports from the group itself.
     ///
     /// Guarantees: validation happens before any call (`Permanent` on a malformed CIDR or a `/0`
     /// for 5432); idempotent by run+step tags, and rules are only added where missing (existing
@@ -155,10 +181,17 @@ impl Ec2 {
         step: &str,
         vpc_id: &str,
         vpc_cidr: &str,
+        cluster: bool,
     ) -> Result<SecurityGroupOut, AwsError> {
         let label = tags.label("security group", step);
         let s = &self.settings;
-        let rules = desired_rules(vpc_cidr, s.ssh_cidr.as_deref(), &s.extra_pg_cidrs, &label)?;
+        let rules = desired_rules(
+            vpc_cidr,
+            s.ssh_cidr.as_deref(),
+            &s.extra_pg_cidrs,
+            cluster,
+            &label,
+        )?;
         let group_name = tags.name_for(step);
 
         let mut filters = tags.step_filters(step);
@@ -330,16 +363,34 @@ mod tests {
 
     #[test]
     fn never_opens_postgres_to_the_world() {
-        let e = desired_rules("10.42.0.0/16", None, &["0.0.0.0/0".into()], "sg").unwrap_err();
+        let e =
+            desired_rules("10.42.0.0/16", None, &["0.0.0.0/0".into()], false, "sg").unwrap_err();
         assert!(!e.is_transient());
         assert!(e.to_string().contains("5432"), "{e}");
     }
 
     #[test]
+    fn a_cluster_opens_etcd_and_patroni_to_its_own_members_only() {
+        let single = desired_rules("10.42.0.0/16", None, &[], false, "sg").unwrap();
+        let cluster = desired_rules("10.42.0.0/16", None, &[], true, "sg").unwrap();
+        for port in [2379, 2380, 8008] {
+            assert!(
+                single.iter().all(|r| r.port != port),
+                "{port} on a single node"
+            );
+            let rules: Vec<_> = cluster.iter().filter(|r| r.port == port).collect();
+            assert_eq!(rules.len(), 1, "{port}: {rules:?}");
+            assert_eq!(rules[0].source, Source::SameGroup, "{port}");
+        }
+        assert_eq!(cluster.len(), single.len() + 3);
+    }
+
+    #[test]
     fn ssh_only_when_configured() {
-        let rules = desired_rules("10.42.0.0/16", None, &[], "sg").unwrap();
+        let rules = desired_rules("10.42.0.0/16", None, &[], false, "sg").unwrap();
         assert!(rules.iter().all(|r| r.port != SSH_PORT));
-        let rules = desired_rules("10.42.0.0/16", Some("203.0.113.7/32"), &[], "sg").unwrap();
+        let rules =
+            desired_rules("10.42.0.0/16", Some("203.0.113.7/32"), &[], false, "sg").unwrap();
         let ssh: Vec<_> = rules.iter().filter(|r| r.port == SSH_PORT).collect();
         assert_eq!(ssh.len(), 1);
         assert_eq!(ssh[0].source, Source::Cidr("203.0.113.7/32".into()));
@@ -347,6 +398,6 @@ mod tests {
 
     #[test]
     fn malformed_cidr_is_permanent() {
-        assert!(desired_rules("10.42.0.0/16", Some("nope"), &[], "sg").is_err());
+        assert!(desired_rules("10.42.0.0/16", Some("nope"), &[], false, "sg").is_err());
     }
 }

@@ -173,7 +173,13 @@ impl Step for AwsStep {
             Action::Firewall => {
                 let net: NetworkOut = input(ctx, "provision.network")?;
                 let sg = ec2
-                    .ensure_security_group(&tags, step, &net.vpc_id, &net.vpc_cidr)
+                    .ensure_security_group(
+                        &tags,
+                        step,
+                        &net.vpc_id,
+                        &net.vpc_cidr,
+                        self.zones.len() > 1,
+                    )
                     .await
                     .map_err(step_err)?;
                 (sg.group_id.clone(), json(sg))
