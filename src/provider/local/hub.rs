@@ -91,7 +91,7 @@ pub fn ensure(socket: &Path, pidfile: &Path) -> std::io::Result<u32> {
     if let Some(pid) = process::running(pidfile, &marker) {
         return Ok(pid);
     }
-    let exe = std::env::current_exe()?;
+    let exe = process::self_exe()?;
     let mut child = Command::new(exe)
         .arg("local-hub")
         .arg("--socket")

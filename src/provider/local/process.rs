@@ -1,8 +1,26 @@
 //! Detached processes (QEMU, the network hub) identified by pid file plus command line, so a
 //! recycled pid is never mistaken for ours.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// This program's path, for helpers it starts (the network hub, QEMU's relays) — also after
+/// the file was replaced on disk while this process runs (a rebuild, an upgrade during a long
+/// create, a long-running EC2 twin): Linux then names the old, unlinked inode `PATH (deleted)`,
+/// which cannot be executed; the file now at PATH can, and takes the same arguments.
+pub fn self_exe() -> std::io::Result<PathBuf> {
+    Ok(replaced(std::env::current_exe()?))
+}
+
+fn replaced(exe: PathBuf) -> PathBuf {
+    if exe.exists() {
+        return exe;
+    }
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(now) if Path::new(now).exists() => PathBuf::from(now),
+        _ => exe,
+    }
+}
 
 /// The pid in `pidfile` if that process is alive and its command line contains `marker`.
 pub fn running(pidfile: &Path, marker: &str) -> Option<u32> {
@@ -62,5 +80,25 @@ pub async fn wait_gone(pid: u32, limit: Duration) -> bool {
 pub async fn stop(pid: u32) {
     if !signal_and_wait(pid, libc::SIGTERM, Duration::from_secs(10)).await {
         signal_and_wait(pid, libc::SIGKILL, Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_executable_is_found_at_its_path_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = dir.path().join("dbctl");
+        let unlinked = PathBuf::from(format!("{} (deleted)", now.display()));
+        // Replaced: the new file is at the path.
+        std::fs::write(&now, b"").unwrap();
+        assert_eq!(replaced(unlinked.clone()), now);
+        // An executable that still exists is left alone.
+        assert_eq!(replaced(now.clone()), now);
+        // Removed for good: nothing better to offer than what the kernel said.
+        std::fs::remove_file(&now).unwrap();
+        assert_eq!(replaced(unlinked.clone()), unlinked);
     }
 }

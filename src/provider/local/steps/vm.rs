@@ -247,7 +247,8 @@ impl VmStep {
     /// backup repository and, for an imported cloud image, its package mirrors — each relayed by
     /// `dbctl relay` to the real host.
     fn guest_forwards(&self, image: &Image) -> Result<Vec<String>, StepError> {
-        let exe = std::env::current_exe().map_err(io_err("dbctl executable"))?;
+        let exe =
+            crate::provider::local::process::self_exe().map_err(io_err("dbctl executable"))?;
         // The guest reaches each target's own port on a relay address (the target's name
         // resolves there in the guest), so TLS and Host headers carry the real name.
         let rule = |addr: &str, port: u16, target: &str| {
