@@ -10,16 +10,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::process;
+use super::process::{self, Proc, processes};
 use crate::provider::Leftover;
-
-/// One process on this host, as /proc shows it.
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    argv: Vec<String>,
-    cwd: Option<PathBuf>,
-}
 
 impl Proc {
     fn program(&self) -> &str {
@@ -86,40 +78,6 @@ fn run_in(path: &Path, root: &Path) -> Option<String> {
             .map(String::from),
         _ => None,
     }
-}
-
-fn processes() -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let argv: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            // "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            let cwd = std::fs::read_link(e.path().join("cwd")).ok();
-            Some(Proc {
-                pid,
-                ppid,
-                argv,
-                cwd,
-            })
-        })
-        .collect()
 }
 
 fn local_root(state_dir: &Path) -> PathBuf {

@@ -30,8 +30,16 @@ pub fn running(pidfile: &Path, marker: &str) -> Option<u32> {
     cmdline.contains(marker).then_some(pid)
 }
 
-/// Live processes whose arguments (after the program) begin with `args`, in order.
-pub fn with_args(args: &[&str]) -> Vec<u32> {
+/// One process on this host, as /proc shows it.
+pub(crate) struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// Every process on this host (those that vanish while being read are left out).
+pub(crate) fn processes() -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -40,11 +48,38 @@ pub fn with_args(args: &[&str]) -> Vec<u32> {
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let raw = std::fs::read(e.path().join("cmdline")).ok()?;
-            let argv: Vec<&[u8]> = raw.split(|b| *b == 0).skip(1).collect();
-            let matches =
-                argv.len() >= args.len() && args.iter().zip(&argv).all(|(a, b)| a.as_bytes() == *b);
-            (matches && alive(pid)).then_some(pid)
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            // "pid (comm) state ppid …": comm may hold spaces, so split after its ')'.
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cwd = std::fs::read_link(e.path().join("cwd")).ok();
+            Some(Proc {
+                pid,
+                ppid,
+                argv,
+                cwd,
+            })
         })
+        .collect()
+}
+
+/// Live processes whose arguments (after the program) begin with `args`, in order.
+pub fn with_args(args: &[&str]) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.argv.len() > args.len() && args.iter().zip(&p.argv[1..]).all(|(a, b)| a == b))
+        .map(|p| p.pid)
+        .filter(|pid| alive(*pid))
         .collect()
 }
 
