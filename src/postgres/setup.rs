@@ -125,23 +125,17 @@ impl Step for SetupPrimary {
                 .await
                 .map_err(|e| StepError::Transient(format!("readiness: {e}")))?;
             let c = client::connect_over(stream, &private, user, pw, &spec.database, ca.cert_pem())
-                .await
-                .map_err(|e| {
-                    StepError::Transient(format!(
-                        "readiness: cannot connect as {user} over TLS to {private}:5432 through SSH: {e}"
-                    ))
-                })?;
+                .await;
             (c, format!("{private}:5432 through SSH"))
         } else {
-            let c = client::connect(&host, port, user, pw, &spec.database, ca.cert_pem())
-                .await
-                .map_err(|e| {
-                    StepError::Transient(format!(
-                        "readiness: cannot connect as {user} over TLS to {host}:{port}: {e}"
-                    ))
-                })?;
+            let c = client::connect(&host, port, user, pw, &spec.database, ca.cert_pem()).await;
             (c, format!("{host}:{port}"))
         };
+        let c = c.map_err(|e| {
+            StepError::Transient(format!(
+                "readiness: cannot connect as {user} over TLS to {via}: {e}"
+            ))
+        })?;
         let row = c
             .query_one(
                 "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
