@@ -217,10 +217,13 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         env: Env::local_with(&s3.config(BUCKET)),
     };
 
+    // Where the time goes, in the log (`scripts/test` runs this binary with --nocapture).
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("local_ha: {what} at {:.0} s", t0.elapsed().as_secs_f64());
+
     // Built through trouble: dbctl dies while Patroni bootstraps; node-3 then fails for good
     // (the run is kept, node-2 joins meanwhile); the next resume dies right after node-3
     // joined, before the journal heard of it; the last one finishes.
-    let t0 = Instant::now();
     let out = ha.run(
         &["create", "ha", "--ha", "--on-failure", "keep"],
         Some("setup.patroni.node-1@patroni-started=crash"),
@@ -338,6 +341,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
 
+    phase("cluster checked");
     // The leader's VM dies (kill -9 of QEMU) under a writer using the URI from before.
     let writer = Writer::start(&uri, 100);
     writer.wait_more(20, Duration::from_secs(300));
@@ -379,6 +383,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         st["cluster"]
     );
 
+    phase("failed over");
     // Backups follow the leader: it backs up as soon as it is promoted (incremental here: the
     // S3 repository holds the cluster's full backup), and archives.
     let stanza = step(&st, "register.backups")["outputs"]["stanza"]
@@ -431,6 +436,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         &format!("sudo -u postgres pgbackrest --stanza={stanza} check"),
     );
 
+    phase("the new leader backed up");
     // The dead node comes back: its VM runs again and it rejoins as a replica, streaming.
     let out = ha.run(&["reinit", "ha", "node-1"], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -441,6 +447,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     assert_eq!(ha.leader().as_deref(), Some(new_leader.as_str()), "{c}");
     assert_eq!(ha.operations(), 1);
 
+    phase("node-1 rejoined");
     // A switchover under the writer: a new leader, writes resume, no row lost.
     let writer = Writer::start(&uri, 10_000);
     writer.wait_more(10, Duration::from_secs(300));
@@ -470,6 +477,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
     let have = rows(&uri);
     assert!(acked.is_subset(&have), "rows lost in the switchover");
 
+    phase("switched over");
     // A replica rebuilt from the leader on request streams again.
     let replica = ["node-1", "node-2", "node-3"]
         .into_iter()
@@ -490,6 +498,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         "the rebuilt replica has every row"
     );
 
+    phase("replica rebuilt");
     // Destroyed, the cluster leaves nothing behind but its backups (kept by default)...
     let (code, v) = ha.json(&["destroy", "ha"]);
     assert_eq!(code, 0, "{v}");
@@ -502,6 +511,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         "kept"
     );
 
+    phase("destroyed");
     // ...which restore, into one node each, to a moment before the failover (the backup taken
     // at create) and to one after it (the new leader's, with WAL across the timeline switch).
     let (first, second) = std::thread::scope(|s| {
@@ -523,6 +533,7 @@ async fn ha_cluster_fails_over_rejoins_switches_over_and_loses_no_acknowledged_c
         });
         (a.join().unwrap(), b.join().unwrap())
     });
+    phase("restored twice");
     assert_eq!(first.0, 0, "{}", first.1);
     assert_eq!(second.0, 0, "{}", second.1);
     for (name, want) in [
