@@ -1,256 +1,34 @@
 //! The aws provider end to end on the EC2 twin (issue 13 §1): moto_server with `ec2-twin` in
-//! front of it, both real processes, and the real dbctl binary on `--provider aws`. One VM.
-//! Needs moto_server on PATH and dbctl's image (`scripts/test` builds it: `dbctl image build`).
+//! front of it, both real processes, and the real dbctl binary on `--provider aws`. One VM at
+//! most (the three-VM HA case is `aws_twin_ha`). Needs moto_server on PATH and dbctl's image
+//! (`scripts/test` builds it: `dbctl image build`).
 //!
 //! With the default config (5432 open to the VPC only, as on EC2) the create is RUNNING: its
 //! readiness check goes through the node's SSH session; the public address refuses the host
-//! on 5432; `dbctl connect --tunnel` and `--psql` reach PostgreSQL over verified TLS through
-//! SSH. `dbctl destroy` leaves no twin VM and nothing tagged with the run in moto.
+//! on 5432 (the twin enforces the security group); `dbctl connect --tunnel` and `--psql` reach
+//! PostgreSQL over verified TLS through SSH. `dbctl destroy` leaves no twin VM and nothing
+//! tagged with the run in moto.
 
 mod support;
+#[path = "support/twin.rs"]
+mod twin;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Instant;
 
 use support::{Env, stderr, stdout};
-
-/// moto_server and the twin in front of it; both stopped (the twin's VMs with it) on drop.
-struct Twin {
-    moto: Child,
-    twin: Child,
-    state: tempfile::TempDir,
-    endpoint: String,
-    ami: String,
-}
-
-fn spawn_dying_with_us(cmd: &mut Command) -> Child {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("spawn")
-}
-
-impl Twin {
-    fn start() -> Twin {
-        let mut moto = spawn_dying_with_us(
-            Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", "0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        );
-        let lines = BufReader::new(moto.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in lines.lines().map_while(Result::ok) {
-                if let Some((_, port)) = line.split_once("Running on http://127.0.0.1:")
-                    && let Some(t) = tx.take()
-                {
-                    let _ = t.send(port.trim().trim_end_matches('/').to_string());
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("moto_server reports its port (pip install 'moto[server]')");
-        let state = tempfile::tempdir().unwrap();
-        let twin = spawn_dying_with_us(
-            Command::new(env!("CARGO_BIN_EXE_ec2-twin"))
-                .args(["serve", "--moto", &format!("http://127.0.0.1:{port}")])
-                .arg("--state")
-                .arg(state.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(state.path().join("twin.log")).unwrap()),
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !state.path().join("endpoint").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the twin did not come up: {}",
-                std::fs::read_to_string(state.path().join("twin.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let read = |f: &str| {
-            std::fs::read_to_string(state.path().join(f))
-                .unwrap()
-                .trim()
-                .to_string()
-        };
-        let (endpoint, ami) = (read("endpoint"), read("ami"));
-        assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
-        Twin {
-            moto,
-            twin,
-            state,
-            endpoint,
-            ami,
-        }
-    }
-
-    fn vms(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.state.path().join("vms"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("twin.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Twin {
-    fn drop(&mut self) {
-        // SIGTERM: the twin stops every VM it started before it exits.
-        unsafe { libc::kill(self.twin.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.twin.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.twin.kill();
-        let _ = self.twin.wait();
-        let _ = self.moto.kill();
-        let _ = self.moto.wait();
-    }
-}
-
-/// QEMU processes the twin started (named `ec2-twin-<instance id>`).
-fn twin_qemus(state: &Path) -> usize {
-    let marker = state.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("qemu-system") && c.contains("ec2-twin-") && c.contains(&marker))
-        .count()
-}
-
-fn step_state(status: &serde_json::Value, step: &str) -> String {
-    status["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == step)
-        .map(|s| s["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
-
-/// `dbctl create NAME --provider aws --image AMI --ssh-cidr 127.0.0.1/32` in `env`; a failed
-/// create keeps what it made, so its status shows where it stopped. Returns (output, run, status).
-fn create(
-    env: &Env,
-    twin: &Twin,
-    name: &str,
-    extra: &[&str],
-) -> (std::process::Output, String, serde_json::Value) {
-    let mut args = vec![
-        "create",
-        name,
-        "--provider",
-        "aws",
-        "--image",
-        &twin.ami,
-        "--ssh-cidr",
-        "127.0.0.1/32",
-        "--on-failure",
-        "keep",
-    ];
-    args.extend(extra);
-    let out = env.run(&args, None);
-    let (_, list) = env.json(&["list"]);
-    let run = list[0]["run"].as_str().unwrap_or_default().to_string();
-    let (_, status) = env.json(&["status", &run]);
-    (out, run, status)
-}
-
-/// `dbctl destroy NAME` → no twin VM, no twin QEMU, nothing tagged with the run in moto.
-async fn destroy_leaves_nothing(env: &Env, twin: &Twin, name: &str, run: &str) {
-    let out = env.run(&["destroy", name], None);
-    assert!(out.status.success(), "destroy: {}", stderr(&out));
-    assert!(twin.vms().is_empty(), "VMs left: {:?}", twin.vms());
-    assert_eq!(twin_qemus(twin.state.path()), 0, "twin QEMU processes left");
-    let left: Vec<_> = support::aws::tagged_by_kind(run)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "tagged with {run} after destroy: {left:?}");
-}
-
-const CONFIG: &str = "[aws]\nssh_cidr = \"127.0.0.1/32\"\nssh_wait_secs = 300\n";
-
-/// `dbctl connect NAME --tunnel --passfile --output json` in the background: its document
-/// (read as soon as it is printed) and the process holding the tunnel.
-// The child is returned to the caller, which ends and waits for it.
-#[allow(clippy::zombie_processes)]
-fn tunnel(env: &Env, name: &str, extra: &[&str]) -> (serde_json::Value, Child) {
-    let mut args = vec![
-        "connect",
-        name,
-        "--tunnel",
-        "--passfile",
-        "--output",
-        "json",
-    ];
-    args.extend(extra);
-    let mut child = env
-        .command(&args, None)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbctl connect --tunnel");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut doc = String::new();
-    loop {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            let status = child.wait().unwrap();
-            panic!("dbctl connect --tunnel ended ({status}) before its document: {doc}");
-        }
-        doc.push_str(&line);
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&doc) {
-            return (v, child);
-        }
-    }
-}
-
-const PROBE: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
-
-/// `psql URI -c PROBE` with the password from `passfile`.
-fn psql(uri: &str, passfile: &str) -> std::process::Output {
-    psql_query(uri, passfile, PROBE)
-}
-
-fn psql_query(uri: &str, passfile: &str, query: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([uri, "-XAtc", query])
-        .env("PGPASSFILE", passfile)
-        .env("PSQLRC", "/dev/null")
-        .env_remove("PGPASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run psql")
-}
+use twin::{
+    CONFIG, PROBE, Twin, create, destroy_leaves_nothing, psql, step_state, tunnel, with_twin,
+};
 
 /// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
 ///
 /// 1. create → RUNNING: setup's readiness check connects to the node's private address through
 ///    its SSH session (issue 13 §3), so nothing but SSH is opened to the operator;
-/// 2. the public address on 5432 refuses the host (pg_hba: the VPC only — on EC2 the security
-///    group drops it even before), so the URI `dbctl connect` prints is for the VPC;
+/// 2. the public address on 5432 refuses the host (the group opens 5432 to the VPC only, and
+///    the twin enforces it), so the URI `dbctl connect` prints is for the VPC; the SSH rule
+///    revoked closes port 22, authorized again opens it; `dbctl ssh` logs in verified;
 /// 3. `dbctl connect --tunnel` holds a forward through SSH and prints a URI for it: psql over
 ///    verified TLS (the certificate checked against the node's private address); SIGTERM
 ///    closes it; `dbctl connect --psql` goes through a tunnel of its own;
@@ -286,7 +64,8 @@ async fn single_node(twin: &Twin) {
     let private = vm["private_ip"].as_str().unwrap_or_default();
     assert!(public.starts_with("127.77."), "public address {vm}");
 
-    // 2. Directly: the public address, refused on 5432.
+    // 2. Directly: the public address, closed on 5432 (the group opens it to the VPC only,
+    // so the twin forwards nothing there, as EC2 drops it).
     let (code, direct) = env.json(&["connect", "tw", "--passfile"]);
     assert_eq!(code, 0, "{direct}");
     let uri = direct["uri"].as_str().unwrap();
@@ -297,9 +76,75 @@ async fn single_node(twin: &Twin) {
     let refused = psql(uri, direct["passfile"].as_str().unwrap());
     assert!(!refused.status.success(), "5432 is open to the host");
     assert!(
-        stderr(&refused).contains("no pg_hba.conf entry for host \"10.0.2.2\""),
+        stderr(&refused).contains("Connection refused"),
         "{}",
         stderr(&refused)
+    );
+
+    // The group is enforced: with its SSH rule revoked the public address refuses port 22;
+    // authorized again, sshd answers there.
+    let group = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["outputs"]["group_id"].as_str())
+        .expect("the security group's id")
+        .to_string();
+    let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
+        .await
+        .unwrap();
+    let ssh_rule = aws_sdk_ec2::types::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(
+            aws_sdk_ec2::types::IpRange::builder()
+                .cidr_ip("127.0.0.1/32")
+                .build(),
+        )
+        .build();
+    ec2.sdk()
+        .revoke_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(ssh_rule.clone())
+        .send()
+        .await
+        .unwrap();
+    let ssh = (public.to_string(), 22);
+    assert!(
+        std::net::TcpStream::connect(ssh.clone()).is_err(),
+        "port 22 still open after its rule was revoked"
+    );
+    ec2.sdk()
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(ssh_rule)
+        .send()
+        .await
+        .unwrap();
+    let mut banner = String::new();
+    let again = std::net::TcpStream::connect(ssh)
+        .unwrap_or_else(|e| panic!("port 22 open again: {e}\n--- twin\n{}", twin.log()));
+    BufReader::new(again).read_line(&mut banner).unwrap();
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+
+    // `dbctl ssh` logs in with the host key read from the console (a known_hosts of its own,
+    // StrictHostKeyChecking=yes), as dbctl's user, on this very instance.
+    let who = env.run(
+        &[
+            "ssh",
+            "tw",
+            "--",
+            "id -un; cat /var/lib/cloud/data/instance-id",
+        ],
+        None,
+    );
+    assert!(who.status.success(), "dbctl ssh: {}", stderr(&who));
+    assert_eq!(
+        stdout(&who).lines().collect::<Vec<_>>(),
+        ["dbctl", vm["instance_id"].as_str().unwrap()],
+        "{}",
+        stderr(&who)
     );
 
     // 3. Through the tunnel.
@@ -343,120 +188,150 @@ async fn single_node(twin: &Twin) {
     destroy_leaves_nothing(&env, twin, "tw", &run).await;
 }
 
-/// `--ha` on the twin, the same flow as the local provider's: three instances in three AZs, a
-/// subnet each, Patroni + etcd over the private addresses (the security group opens etcd and
-/// Patroni to its own members), RUNNING only once both replicas stream. Through the tunnel the
-/// URI follows the leader (`target_session_attrs=read-write`) and `--replica` reaches a
-/// standby. Destroy leaves nothing.
-async fn ha(twin: &Twin) {
-    let env = Env::aws(CONFIG);
-    let started = Instant::now();
-    let (out, run, status) = create(&env, twin, "hx", &["--ha"]);
-    assert!(
-        out.status.success(),
-        "HA create on the twin failed after {:?}:\n{}\n--- status\n{status:#}\n--- twin\n{}",
-        started.elapsed(),
-        stderr(&out),
-        twin.log()
-    );
-    eprintln!("aws --ha on the twin: RUNNING in {:?}", started.elapsed());
-    assert_eq!(twin.vms().len(), 3, "{:?}", twin.vms());
-    let vms: Vec<serde_json::Value> = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["name"].as_str().unwrap().starts_with("provision.vm."))
-        .map(|s| s["outputs"].clone())
-        .collect();
-    assert_eq!(vms.len(), 3, "{status:#}");
-    let distinct = |key: &str| {
-        let mut v: Vec<&str> = vms.iter().map(|o| o[key].as_str().unwrap()).collect();
-        v.sort();
-        v.dedup();
-        v.len()
+/// The twin's security groups without VMs: what moto holds becomes the VPC network's policy
+/// (`<state>/vpcs/<vpc>/policy.json`, what its hub filters by), a rule naming a group admits
+/// that group's members by address, and a revoked rule or a terminated member is gone from it
+/// by the time the call returns.
+async fn groups_become_the_networks_policy(twin: &Twin) {
+    use aws_sdk_ec2::types::{IpPermission, IpRange, UserIdGroupPair};
+    use dbctl::provider::local::firewall::Policy;
+    let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
+        .await
+        .unwrap();
+    let c = ec2.sdk();
+    let vpc = c
+        .create_vpc()
+        .cidr_block("10.50.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = c
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.50.1.0/24")
+        .send()
+        .await
+        .unwrap();
+    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    let group = |name: &'static str| {
+        let vpc = vpc.clone();
+        async move {
+            c.create_security_group()
+                .group_name(name)
+                .description(name)
+                .vpc_id(vpc)
+                .send()
+                .await
+                .unwrap()
+                .group_id()
+                .unwrap()
+                .to_string()
+        }
     };
-    assert_eq!(distinct("zone"), 3, "one node per AZ: {vms:?}");
-    assert_eq!(distinct("subnet_id"), 3, "a subnet per AZ: {vms:?}");
-    // The live topology, read from Patroni over SSH: one leader, both others streaming from it
-    // (pg_stat_replication's state is the leader's view, hidden from the application's role).
-    let (code, st) = env.json(&["status", "hx"]);
-    assert_eq!(code, 0, "{st}");
-    let mut streaming: Vec<&str> = st["cluster"]["replication"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["state"] == "streaming")
-        .filter_map(|r| r["application_name"].as_str())
-        .collect();
-    streaming.sort();
-    let leaders = st["cluster"]["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["role"] == "leader" && m["state"] == "running")
-        .count();
-    assert_eq!(leaders, 1, "{:#}", st["cluster"]);
-    assert_eq!(
-        streaming.len(),
-        2,
-        "two replicas streaming: {:#}",
-        st["cluster"]
-    );
+    let (db, app) = (group("db").await, group("app").await);
+    let from_app = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(5432)
+        .to_port(5432)
+        .user_id_group_pairs(UserIdGroupPair::builder().group_id(&app).build())
+        .build();
+    let ssh = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(IpRange::builder().cidr_ip("127.0.0.1/32").build())
+        .build();
+    c.authorize_security_group_ingress()
+        .group_id(&db)
+        .ip_permissions(from_app.clone())
+        .ip_permissions(ssh)
+        .send()
+        .await
+        .unwrap();
+    // An image that is not the twin's: API-only instances, no VM boots.
+    let image = c
+        .register_image()
+        .name("not-the-twin")
+        .root_device_name("/dev/xvda")
+        .send()
+        .await
+        .unwrap();
+    let image = image.image_id().unwrap().to_string();
+    let launch = |group: String| {
+        let (image, subnet) = (image.clone(), subnet.clone());
+        async move {
+            let r = c
+                .run_instances()
+                .image_id(image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(subnet)
+                .security_group_ids(group)
+                .send()
+                .await
+                .unwrap();
+            let i = &r.instances()[0];
+            (
+                i.instance_id().unwrap().to_string(),
+                i.private_ip_address().unwrap().parse().unwrap(),
+            )
+        }
+    };
+    let (_, db_ip) = launch(db.clone()).await;
+    let (app_id, app_ip) = launch(app.clone()).await;
+    assert!(twin.vms().is_empty(), "{:?}", twin.vms());
+    let policy = || -> Policy {
+        let path = twin.state.path().join(format!("vpcs/{vpc}/policy.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    let p = policy();
+    let rules = &p.instances[&db_ip];
+    let sources = |port: u16| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r.from_port == port)
+            .flat_map(|r| r.sources.clone())
+            .collect()
+    };
+    assert_eq!(sources(5432), [format!("{app_ip}/32")], "{p:?}");
+    assert_eq!(sources(22), ["127.0.0.1/32"], "{p:?}");
+    assert!(p.instances[&app_ip].is_empty(), "app opens nothing: {p:?}");
 
-    let (doc, mut holder) = tunnel(&env, "hx", &[]);
-    let (uri, passfile) = (
-        doc["uri"].as_str().unwrap(),
-        doc["passfile"].as_str().unwrap(),
+    c.terminate_instances()
+        .instance_ids(&app_id)
+        .send()
+        .await
+        .unwrap();
+    let p = policy();
+    assert!(!p.instances.contains_key(&app_ip), "{p:?}");
+    let rules = &p.instances[&db_ip];
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.from_port != 5432 || r.sources.is_empty()),
+        "a terminated member is admitted no more: {p:?}"
     );
-    assert!(uri.contains("target_session_attrs=read-write"), "{doc}");
-    assert_eq!(doc["hosts"].as_array().map(Vec::len), Some(3), "{doc}");
-    let leader = psql_query(uri, passfile, "select pg_is_in_recovery()");
-    assert_eq!(stdout(&leader).trim(), "f", "{}", stderr(&leader));
-    // SAFETY: kill(2) of our own child.
-    unsafe {
-        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
-    }
-    assert!(holder.wait().unwrap().success());
-    let (doc, mut holder) = tunnel(&env, "hx", &["--replica"]);
-    let standby = psql_query(
-        doc["uri"].as_str().unwrap(),
-        doc["passfile"].as_str().unwrap(),
-        "select pg_is_in_recovery()",
+    c.revoke_security_group_ingress()
+        .group_id(&db)
+        .ip_permissions(from_app)
+        .send()
+        .await
+        .unwrap();
+    let p = policy();
+    assert!(
+        p.instances[&db_ip].iter().all(|r| r.from_port == 22),
+        "the revoked rule is gone: {p:?}"
     );
-    assert_eq!(stdout(&standby).trim(), "t", "{}", stderr(&standby));
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
-    }
-    assert!(holder.wait().unwrap().success());
-    destroy_leaves_nothing(&env, twin, "hx", &run).await;
 }
 
-/// One twin per test, one test at a time (each points this process' SDK environment at its
-/// own twin, and counts its own VMs).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn with_twin(case: impl AsyncFnOnce(&Twin)) {
-    let _serial = SERIAL.lock().await;
-    let twin = Twin::start();
-    // SAFETY: set while SERIAL is held, before this test builds an SDK client; no other test
-    // of this binary runs meanwhile. The SDK must never probe the instance metadata service.
-    unsafe {
-        support::aws::point_sdk_at(&twin.endpoint);
-    }
-    case(&twin).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn security_groups_on_the_twin_become_its_networks_policy() {
+    with_twin(groups_become_the_networks_policy).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_single_node_on_the_twin_is_running_reached_through_ssh_and_destroyed_to_nothing() {
     with_twin(single_node).await;
-}
-
-/// On demand: three TCG VMs for ~10 minutes (RUNNING after 600 s here, beside ~410 s for the
-/// local provider's HA create) do not fit `.ci/run`'s 75 minutes beside the local HA test.
-/// `cargo test --features testbed,twin --test aws_twin -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "on demand (three VMs, ~15 min): cargo test --features testbed,twin --test aws_twin -- --ignored"]
-async fn aws_ha_on_the_twin_is_running_with_two_streaming_replicas_and_destroyed_to_nothing() {
-    with_twin(ha).await;
 }

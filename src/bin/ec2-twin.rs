@@ -52,6 +52,8 @@ enum Command {
         socket: PathBuf,
         #[arg(long)]
         pidfile: PathBuf,
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -72,8 +74,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
-    if let Command::LocalHub { socket, pidfile } = &cli.command {
-        dbctl::provider::local::hub::serve(socket, pidfile)?;
+    if let Command::LocalHub {
+        socket,
+        pidfile,
+        policy,
+    } = &cli.command
+    {
+        dbctl::provider::local::hub::serve(socket, pidfile, policy.as_deref())?;
         return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -118,6 +125,7 @@ async fn serve(
         image,
         ami_id.clone(),
         upstream.clone(),
+        dbctl::twin::security::moto_client(moto),
     ));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);

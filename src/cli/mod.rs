@@ -122,7 +122,7 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Print an instance's connection URI (or open psql with it)
     Connect(connect::ConnectArgs),
-    /// Open a shell (or run a command) on a node of a local instance
+    /// Open a shell (or run a command) on a node, its host key verified (local and aws)
     Ssh(ssh::SshArgs),
     /// List or take an instance's pgBackRest backups
     Backup(backup::BackupArgs),
@@ -146,6 +146,9 @@ pub enum Command {
         /// Locked and written by the hub itself: one hub per network
         #[arg(long)]
         pidfile: PathBuf,
+        /// Security groups to enforce (a JSON policy, reloaded when it changes); none: pass all
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Internal: splices stdin/stdout to HOST:PORT (run by QEMU for a guest's S3 connection)
     #[command(hide = true)]
@@ -184,7 +187,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(a) => logs::run(&app, a).await,
         Command::Gc(a) => gc::run(&app, a).await,
         Command::Image(a) => image::run(&app, a).await,
-        Command::Ssh(a) => ssh::run(&app, a),
+        Command::Ssh(a) => ssh::run(&app, a).await,
         Command::Connect(a) => connect::run(&app, a).await,
         Command::Backup(a) => backup::run(&app, a).await,
         Command::Restore(a) => restore::run(&app, a).await,
@@ -194,8 +197,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Relay { .. } | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled before the config is loaded")
         }
-        Command::LocalHub { socket, pidfile } => {
-            crate::provider::local::hub::serve(&socket, &pidfile)
+        Command::LocalHub {
+            socket,
+            pidfile,
+            policy,
+        } => {
+            crate::provider::local::hub::serve(&socket, &pidfile, policy.as_deref())
                 .map_err(|e| anyhow::anyhow!("local hub {}: {e}", socket.display()))?;
             Ok(())
         }

@@ -1,5 +1,7 @@
-//! `dbctl ssh NAME`: a shell on a local node for humans, through the system's OpenSSH client
-//! with the host key dbctl verified (StrictHostKeyChecking=yes against the VM's known_hosts).
+//! `dbctl ssh NAME`: a shell on a node for humans, through the system's OpenSSH client with
+//! the host key dbctl verified (StrictHostKeyChecking=yes): a local VM's known_hosts, or on
+//! aws the key read from the instance's console output (`provider::aws::login`), to its public
+//! address (or its private one from inside the VPC).
 
 use std::os::unix::process::CommandExt;
 
@@ -33,14 +35,14 @@ pub struct SshArgs {
     pub command: Vec<String>,
 }
 
-pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
+pub async fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
     let (journal, instance, run) =
         operations::instance_with_run(app, &args.name, args.project.as_deref())?;
-    if instance.provider != "local" {
+    if !matches!(instance.provider.as_str(), "local" | "aws") {
         return Err(ValidationError::new(
             "name",
             format!(
-                "dbctl ssh works for local instances; {} is on {}",
+                "dbctl ssh works for local and aws instances; {} is on {}",
                 args.name, instance.provider
             ),
         )
@@ -56,23 +58,45 @@ pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
     };
     let step = format!("provision.vm.{node}");
     let steps = journal.steps(&run.id)?;
-    let vm: VmOut = outputs_of(&steps, &step)
-        .and_then(|o| serde_json::from_value(o.clone()).ok())
-        .ok_or_else(|| {
-            CliError::NotFound(format!(
-                "{}: node {node} has no running VM recorded",
-                args.name
-            ))
-        })?;
+    let outputs = outputs_of(&steps, &step).cloned().ok_or_else(|| {
+        CliError::NotFound(format!(
+            "{}: node {node} has no running VM recorded",
+            args.name
+        ))
+    })?;
     let key = app.state_dir().join("ssh/id_ed25519");
+    let (port, known_hosts, destination) = if instance.provider == "aws" {
+        let vm: crate::provider::aws::InstanceOut =
+            serde_json::from_value(outputs).map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
+        let spec = operations::run_spec(&run)?;
+        let login = crate::provider::aws::login::prepare(
+            &app.config.aws,
+            &spec,
+            app.state_dir(),
+            &vm,
+            &node,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("ssh: {e}"))?;
+        (
+            22,
+            login.known_hosts,
+            format!("{}@{}", login.user, login.host),
+        )
+    } else {
+        let vm: VmOut =
+            serde_json::from_value(outputs).map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
+        (
+            vm.ssh_port,
+            vm.dir.join("known_hosts"),
+            "dbctl@127.0.0.1".to_string(),
+        )
+    };
     let err = std::process::Command::new("ssh")
-        .args(["-p", &vm.ssh_port.to_string(), "-i"])
+        .args(["-p", &port.to_string(), "-i"])
         .arg(&key)
         .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            vm.dir.join("known_hosts").display()
-        ))
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .args([
             "-o",
             "StrictHostKeyChecking=yes",
@@ -80,8 +104,8 @@ pub fn run(app: &App, args: SshArgs) -> Result<(), CliError> {
             "IdentitiesOnly=yes",
             "-o",
             "LogLevel=ERROR",
-            "dbctl@127.0.0.1",
         ])
+        .arg(destination)
         .args(&args.command)
         .exec();
     Err(anyhow::anyhow!("cannot run ssh: {err}").into())

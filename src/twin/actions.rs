@@ -7,6 +7,23 @@ use super::fleet::{Fleet, Lifecycle};
 use super::query::Query;
 use super::xml;
 
+/// Calls after which the security groups are enforced anew (RunInstances does it itself,
+/// before its VMs boot).
+fn changes_who_reaches_whom(action: &str) -> bool {
+    matches!(
+        action,
+        "AuthorizeSecurityGroupIngress"
+            | "RevokeSecurityGroupIngress"
+            | "ModifySecurityGroupRules"
+            | "UpdateSecurityGroupRuleDescriptionsIngress"
+            | "DeleteSecurityGroup"
+            | "ModifyInstanceAttribute"
+            | "ModifyNetworkInterfaceAttribute"
+            | "StartInstances"
+            | "TerminateInstances"
+    )
+}
+
 /// moto's successful response body to `query`, after the twin acted on it: VMs booted, stopped
 /// or killed, the console read, moto's public addresses replaced by loopback ones.
 pub async fn after(fleet: &Fleet, query: &Query, status: StatusCode, body: String) -> String {
@@ -58,6 +75,9 @@ pub async fn after(fleet: &Fleet, query: &Query, status: StatusCode, body: Strin
             other => {
                 if let Some(what) = Lifecycle::of_action(other) {
                     fleet.lifecycle(what, &query.list("InstanceId")).await;
+                }
+                if changes_who_reaches_whom(other) {
+                    fleet.enforce().await;
                 }
             }
         }

@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use super::loopback::{self, Rewrites};
 use super::machine::{Layout, Machine};
 use super::proxy::Upstream;
+use super::security;
 use super::volume;
 use super::xml::InstanceFacts;
 use crate::provider::local::image::Image;
@@ -48,11 +49,19 @@ pub struct Fleet {
     /// The twin AMI registered in moto: instances of it get VMs, others stay API-only.
     pub ami: String,
     upstream: Upstream,
+    /// moto itself, typed, for the reads security groups need (`security::read`).
+    ec2: aws_sdk_ec2::Client,
     state: Mutex<State>,
 }
 
 impl Fleet {
-    pub fn new(layout: Layout, image: Image, ami: String, upstream: Upstream) -> Fleet {
+    pub fn new(
+        layout: Layout,
+        image: Image,
+        ami: String,
+        upstream: Upstream,
+        ec2: aws_sdk_ec2::Client,
+    ) -> Fleet {
         let state = std::fs::read_to_string(layout.root.join("fleet.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -62,6 +71,7 @@ impl Fleet {
             image,
             ami,
             upstream,
+            ec2,
             state: Mutex::new(state),
         }
     }
@@ -75,9 +85,11 @@ impl Fleet {
         }
     }
 
-    /// RunInstances went through: boots a VM for every new instance of the twin AMI.
+    /// RunInstances went through: boots a VM for every new instance of the twin AMI, behind
+    /// its groups (the policies and its forwards are in place before it starts).
     pub async fn launched(&self, user_data: &str, instances: &[InstanceFacts]) {
         let mut state = self.state.lock().await;
+        let mut new = Vec::new();
         for facts in instances {
             if facts.image_id.as_deref() != Some(self.ami.as_str())
                 || state.machines.contains_key(&facts.instance_id)
@@ -100,7 +112,14 @@ impl Fleet {
                 vcpus: 1,
                 memory_mib: 1024,
                 volumes: Vec::new(),
+                forwarded: Vec::new(),
             };
+            new.push(machine.instance_id.clone());
+            state.machines.insert(machine.instance_id.clone(), machine);
+        }
+        self.enforce_locked(&mut state).await;
+        for id in new {
+            let machine = &state.machines[&id];
             match machine.create(&self.layout, &self.image, user_data) {
                 Ok(pid) => tracing::info!(
                     instance = machine.instance_id,
@@ -111,8 +130,49 @@ impl Fleet {
                 ),
                 Err(e) => tracing::error!(instance = machine.instance_id, "VM did not start: {e}"),
             }
-            state.machines.insert(machine.instance_id.clone(), machine);
-            self.save(&state);
+        }
+        self.save(&state);
+    }
+
+    /// Groups or memberships may have changed: every VPC's policy and every machine's forwards
+    /// follow moto's state now.
+    pub async fn enforce(&self) {
+        let mut state = self.state.lock().await;
+        self.enforce_locked(&mut state).await;
+        self.save(&state);
+    }
+
+    async fn enforce_locked(&self, state: &mut State) {
+        let enforced = match security::read(&self.ec2).await {
+            Ok(e) => e,
+            Err(e) => {
+                // The last policies stay (a hub without any admits nothing).
+                tracing::error!("security groups not enforced anew: {e}");
+                return;
+            }
+        };
+        for (vpc, policy) in &enforced.policies {
+            let path = self.layout.policy(vpc);
+            let text = serde_json::to_string_pretty(policy).expect("policy serializes");
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| crate::atomic_file::write(&path, text.as_bytes(), 0o644));
+            if let Err(e) = written {
+                tracing::error!("{}: {e}", path.display());
+            }
+        }
+        for (id, machine) in state.machines.iter_mut() {
+            let want: Vec<u16> = enforced
+                .host_ports
+                .get(id)
+                .map(|p| p.iter().copied().collect())
+                .unwrap_or_default();
+            if let Err(e) = machine.set_forwards(&self.layout, &want).await {
+                tracing::error!(instance = id, "public ports: {e}");
+            } else {
+                tracing::debug!(instance = id, ports = ?machine.forwarded, "public ports");
+            }
         }
     }
 

@@ -19,7 +19,8 @@ use crate::provider::local::qemu::{self, VmConfig};
 use crate::provider::local::qmp::Qmp;
 use crate::provider::local::{host, hub, process, seed};
 
-/// Guest ports forwarded from the instance's public (loopback) address: SSH and PostgreSQL.
+/// The ports dbctl uses from the host (SSH, PostgreSQL): what a rule over a wide range or all
+/// traffic forwards from the public address (`twin::security`).
 pub const PUBLIC_PORTS: &[u16] = &[22, 5432];
 
 /// What the twin records of one instance's machine (`<state>/vms/<id>/machine.json`).
@@ -38,6 +39,10 @@ pub struct Machine {
     /// EBS volumes attached to it (plugged in again when the instance starts).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Guest TCP ports its public address forwards: those its security groups open to the
+    /// host (`twin::security`), kept current while it runs.
+    #[serde(default)]
+    pub forwarded: Vec<u16>,
 }
 
 /// Where the twin keeps its machines and networks.
@@ -60,6 +65,10 @@ impl Layout {
     }
     pub fn hub_pid(&self, vpc_id: &str) -> PathBuf {
         self.vpc(vpc_id).join("hub.pid")
+    }
+    /// The VPC's security groups as its hub enforces them (`twin::security`).
+    pub fn policy(&self, vpc_id: &str) -> PathBuf {
+        self.vpc(vpc_id).join("policy.json")
     }
     pub fn vpcs(&self) -> Vec<String> {
         dir_names(&self.root.join("vpcs"))
@@ -145,10 +154,14 @@ impl Machine {
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        hub::ensure(&socket, &layout.hub_pid(&self.vpc_id))
-            .map_err(|e| format!("VPC network {}: {e}", self.vpc_id))?;
+        hub::ensure(
+            &socket,
+            &layout.hub_pid(&self.vpc_id),
+            Some(&layout.policy(&self.vpc_id)),
+        )
+        .map_err(|e| format!("VPC network {}: {e}", self.vpc_id))?;
         let forwards: Vec<(u16, u16)> = if self.public_ip.is_some() {
-            PUBLIC_PORTS.iter().map(|p| (*p, *p)).collect()
+            self.forwarded.iter().map(|p| (*p, *p)).collect()
         } else {
             Vec::new()
         };
@@ -176,6 +189,70 @@ impl Machine {
         for v in &self.volumes {
             super::volume::attach(&qmp, layout, v).await?;
         }
+        Ok(())
+    }
+
+    /// Makes the running VM's public address forward exactly `want` (QEMU's `hostfwd_add` and
+    /// `hostfwd_remove`, through QMP's human monitor); a stopped VM only records it, and
+    /// starts with it.
+    pub async fn set_forwards(&mut self, layout: &Layout, want: &[u16]) -> Result<(), String> {
+        let Some(addr) = self.public_ip.clone() else {
+            return Ok(());
+        };
+        if self.forwarded == want {
+            return Ok(());
+        }
+        let vm = layout.vm(&self.instance_id);
+        if process::running(&vm.pid(), &self.name()).is_none() {
+            self.forwarded = want.to_vec();
+            return Ok(());
+        }
+        let mut q = Qmp::connect(&vm.qmp()).await.map_err(|e| e.to_string())?;
+        let gone: Vec<u16> = self
+            .forwarded
+            .iter()
+            .filter(|p| !want.contains(p))
+            .copied()
+            .collect();
+        let new: Vec<u16> = want
+            .iter()
+            .filter(|p| !self.forwarded.contains(p))
+            .copied()
+            .collect();
+        // The record follows each command that took, so a failure half-way leaves it true.
+        for (port, add) in gone
+            .iter()
+            .map(|p| (*p, false))
+            .chain(new.iter().map(|p| (*p, true)))
+        {
+            let command = if add {
+                format!("hostfwd_add mgmt tcp:{addr}:{port}-:{port}")
+            } else {
+                format!("hostfwd_remove mgmt tcp:{addr}:{port}")
+            };
+            let v = q
+                .execute("human-monitor-command", json!({ "command-line": command }))
+                .await
+                .map_err(|e| format!("{command}: {e}"))?;
+            // The human monitor answers in text: `hostfwd_add` says nothing when it took and
+            // why not when it did not; `hostfwd_remove` always says "host forwarding rule for
+            // ... removed" (or "not found", which leaves the same state: nothing forwarded).
+            let said = v.as_str().unwrap_or_default().trim();
+            let took = if add {
+                said.is_empty()
+            } else {
+                said.ends_with(" removed") || said.ends_with(" not found")
+            };
+            if !took {
+                return Err(format!("{command}: {said}"));
+            }
+            if add {
+                self.forwarded.push(port);
+            } else {
+                self.forwarded.retain(|p| *p != port);
+            }
+        }
+        self.forwarded.sort_unstable();
         Ok(())
     }
 

@@ -6,7 +6,8 @@
 //! answered them ([`actions`]): a RunInstances of the twin AMI ([`ami`]) boots a real VM per
 //! instance ([`machine`], built from the local provider's QEMU machinery), seeded with the
 //! request's user-data; Stop/Start/Reboot/TerminateInstances act on the VMs; GetConsoleOutput
-//! returns the VM's serial console; Create/Attach/Detach/DeleteVolume hot-plug NVMe disks
+//! returns the VM's serial console; security groups are enforced on the VPC networks and the
+//! public addresses ([`security`]); Create/Attach/Detach/DeleteVolume hot-plug NVMe disks
 //! named as EBS names them ([`volume`]). Public addresses are loopback ones ([`loopback`]): the twin
 //! writes them into every response in place of moto's inventions, and QEMU forwards the
 //! instance's ports from them. Requests and responses are EC2's query protocol ([`query`],
@@ -18,5 +19,6 @@ pub mod loopback;
 pub mod machine;
 pub mod proxy;
 pub mod query;
+pub mod security;
 pub mod volume;
 pub mod xml;

@@ -22,6 +22,9 @@ use super::query::Query;
 
 /// moto routes a request by the service named in its credential scope; it checks no signature
 /// (unless run with authorization on, which the twin does not do yet).
+/// The one region the twin serves (its AMI is registered there; moto keeps regions apart).
+pub const REGION: &str = "us-east-1";
+
 const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0";
 
 /// moto's endpoint and a pooled client for it.

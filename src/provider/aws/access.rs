@@ -78,14 +78,13 @@ async fn host_key(
     }
 }
 
-/// A new verified SSH session to the EC2 node `vm` (`node` names it in errors): refused at
-/// once for an instance that is gone, else as soon as its console shows the host key and sshd
-/// answers, within `aws.ssh_wait_secs`.
-pub async fn connect_node(
+/// The host key of the EC2 node `vm`, from its console output within `aws.ssh_wait_secs`;
+/// refused at once for an instance that is gone.
+pub async fn verified_host_key(
     env: &AwsEnv,
     vm: &InstanceOut,
     node: &str,
-) -> Result<SshSession, StepError> {
+) -> Result<russh::keys::PublicKey, StepError> {
     // A node that is gone never answers: say so at once instead of waiting out ssh_wait
     // (every rollback step that undoes something on the node would wait again).
     let ec2 = env.ec2().await?;
@@ -95,8 +94,19 @@ pub async fn connect_node(
             vm.instance_id
         )));
     }
+    host_key(env, vm, Instant::now() + env.ssh_wait).await
+}
+
+/// A new verified SSH session to the EC2 node `vm` (`node` names it in errors): refused at
+/// once for an instance that is gone, else as soon as its console shows the host key and sshd
+/// answers, within `aws.ssh_wait_secs`.
+pub async fn connect_node(
+    env: &AwsEnv,
+    vm: &InstanceOut,
+    node: &str,
+) -> Result<SshSession, StepError> {
     let deadline = Instant::now() + env.ssh_wait;
-    let host_key = host_key(env, vm, deadline).await?;
+    let host_key = verified_host_key(env, vm, node).await?;
     let host = vm
         .public_ip
         .clone()

@@ -31,6 +31,7 @@ mod iam_policy;
 mod ingress;
 pub mod instance;
 pub mod keypair;
+pub mod login;
 pub mod network;
 mod preflight;
 pub mod provider;

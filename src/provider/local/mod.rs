@@ -7,6 +7,7 @@
 //! file hot-plugged through QMP. Zones are labels the scheduler spreads nodes over.
 
 mod access;
+pub mod firewall;
 pub mod host;
 pub mod hub;
 pub mod image;

@@ -19,7 +19,7 @@ impl Step for NetworkStep {
         let net = self.paths.net();
         ctx.resource_intent("network", "vpc", None)?;
         std::fs::create_dir_all(&net).map_err(io_err(net.display()))?;
-        let pid = hub::ensure(&self.paths.hub_socket(), &self.paths.hub_pid())
+        let pid = hub::ensure(&self.paths.hub_socket(), &self.paths.hub_pid(), None)
             .map_err(io_err("network hub"))?;
         ctx.resource_created("network", "vpc", &format!("hub pid {pid}"))?;
         Ok(json!({ "subnet": SUBNET, "hub_socket": self.paths.hub_socket(), "hub_pid": pid }))

@@ -306,6 +306,7 @@ impl VmStep {
                 crate::provider::local::hub::ensure(
                     &self.paths.hub_socket(),
                     &self.paths.hub_pid(),
+                    None,
                 )
                 .map_err(io_err("network hub"))?;
                 let ports = self.ports()?;
