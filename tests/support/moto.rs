@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub struct Moto {
 static SERVER: OnceLock<Moto> = OnceLock::new();
 static PID: AtomicI32 = AtomicI32::new(0);
 static WARM: AtomicBool = AtomicBool::new(false);
+/// Unauthenticated requests moto serves after each reset before IAM is enforced; 0: IAM off.
+static NO_AUTH_CALLS: AtomicUsize = AtomicUsize::new(0);
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 extern "C" fn kill_moto() {
@@ -47,6 +49,16 @@ fn spawn() -> (Child, u16) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let no_auth = NO_AUTH_CALLS.load(Ordering::SeqCst);
+    if no_auth > 0 {
+        // IAM on after that many requests, with the signature check corrected
+        // (tests/fixtures/moto-sigv4/sitecustomize.py says how).
+        cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth.to_string())
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/moto-sigv4"),
+            );
+    }
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -79,6 +91,14 @@ fn spawn() -> (Child, u16) {
     (child, port)
 }
 
+/// Makes the server this binary starts enforce IAM after `calls` unauthenticated requests
+/// following each reset (moto's `INITIAL_NO_AUTH_ACTION_COUNT`). Call before the first
+/// [`session`].
+pub fn enforce_iam_after(calls: usize) {
+    assert!(SERVER.get().is_none(), "moto already started without IAM");
+    NO_AUTH_CALLS.store(calls, Ordering::SeqCst);
+}
+
 /// Starts the server (once) and points the AWS SDK at it through the standard env variables.
 pub fn server() -> &'static Moto {
     SERVER.get_or_init(|| {
@@ -107,6 +127,10 @@ pub fn server() -> &'static Moto {
 }
 
 impl Moto {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `POST <path>` with an empty body; returns the status code.
     pub fn post(&self, path: &str) -> u16 {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect moto");
