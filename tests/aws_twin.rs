@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use support::{Env, stderr, stdout};
 use twin::{
-    CONFIG, PROBE, Twin, create, destroy_leaves_nothing, psql, step_state, tunnel, with_twin,
+    CONFIG, PROBE, Twin, create, create_faulted, destroy_leaves_nothing, psql, step_state, tunnel,
+    twin_qemus, with_twin,
 };
 
 /// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
@@ -326,6 +327,86 @@ async fn groups_become_the_networks_policy(twin: &Twin) {
     );
 }
 
+/// Crashes on the twin: dbctl SIGKILLed right after RunInstances (the VM boots, the instance
+/// id never reaches the journal), then on resume right after AttachVolume (the disk is
+/// hot-plugged, the attachment not journaled); the next resume adopts both by their tags and
+/// client tokens → RUNNING with exactly one instance, one data volume, one VM, and one EBS
+/// disk in the guest. Destroy leaves nothing.
+async fn crashes_after_run_instances_and_attach_volume(twin: &Twin) {
+    let env = Env::aws(CONFIG);
+    let (out, run, _) = create_faulted(
+        &env,
+        twin,
+        "tc",
+        &[],
+        Some("provision.vm.primary@after=crash"),
+    );
+    assert!(!out.status.success(), "the crash fault did not fire");
+    assert!(run.starts_with("run-"), "the run is journaled: {run:?}");
+    assert_eq!(
+        twin.vms().len(),
+        1,
+        "RunInstances booted its VM: {:?}",
+        twin.vms()
+    );
+    let kinds = support::aws::tagged_by_kind(&run).await;
+    assert_eq!(kinds.get("Instance"), Some(&1), "{kinds:?}");
+
+    let out = env.run(
+        &["resume", &run],
+        Some("provision.attach.primary@after=crash"),
+    );
+    assert!(!out.status.success(), "the attach crash did not fire");
+    let (_, status) = env.json(&["status", &run]);
+    assert_eq!(
+        step_state(&status, "provision.vm.primary"),
+        "done",
+        "{status:#}"
+    );
+
+    let out = env.run(&["resume", &run], None);
+    assert!(
+        out.status.success(),
+        "resume after two crashes: {}\n--- twin\n{}",
+        stderr(&out),
+        twin.log()
+    );
+    let (_, status) = env.json(&["status", &run]);
+    assert_eq!(status["instance"]["state"], "running", "{status:#}");
+    let kinds = support::aws::tagged_by_kind(&run).await;
+    assert_eq!(kinds.get("Instance"), Some(&1), "one instance: {kinds:?}");
+    assert_eq!(
+        kinds.get("Volume:provision.disk.primary"),
+        Some(&1),
+        "one data volume: {kinds:?}"
+    );
+    assert_eq!(twin.vms().len(), 1, "{:?}", twin.vms());
+    assert_eq!(
+        twin_qemus(twin.state.path()),
+        1,
+        "one QEMU for the instance"
+    );
+    // The guest sees the data volume once, under the id EBS gives it.
+    let disk = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "provision.disk.primary")
+        .and_then(|s| s["outputs"]["volume_id"].as_str())
+        .expect("the data volume's id")
+        .replace('-', "");
+    let ls = env.run(&["ssh", "tc", "--", "ls /dev/disk/by-id/"], None);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    let text = stdout(&ls);
+    let ebs = format!("nvme-Amazon_Elastic_Block_Store_{disk}");
+    assert_eq!(
+        text.lines().filter(|l| *l == ebs).count(),
+        1,
+        "{ebs} once in the guest: {text}"
+    );
+    destroy_leaves_nothing(&env, twin, "tc", &run).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn security_groups_on_the_twin_become_its_networks_policy() {
     with_twin(groups_become_the_networks_policy).await;
@@ -334,4 +415,9 @@ async fn security_groups_on_the_twin_become_its_networks_policy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_single_node_on_the_twin_is_running_reached_through_ssh_and_destroyed_to_nothing() {
     with_twin(single_node).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_crashes_after_run_instances_and_attach_volume_resume_to_one_of_each() {
+    with_twin(crashes_after_run_instances_and_attach_volume).await;
 }

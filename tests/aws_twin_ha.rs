@@ -250,9 +250,14 @@ async fn forgotten_replication_rule_stops_streaming(
         .send()
         .await
         .unwrap();
+    let authorized = Instant::now();
     let again = eventually(Duration::from_secs(180), || {
         let s = streaming(env, "hx");
         (s.len() == 2, s)
     });
     assert_eq!(again.len(), 2, "both stream with the rules back: {again:?}");
+    eprintln!(
+        "aws --ha on the twin: rules back, {again:?} streaming after {:?}",
+        authorized.elapsed()
+    );
 }

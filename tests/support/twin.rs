@@ -164,6 +164,17 @@ pub fn create(
     name: &str,
     extra: &[&str],
 ) -> (std::process::Output, String, serde_json::Value) {
+    create_faulted(env, twin, name, extra, None)
+}
+
+/// [`create`] with `DBCTL_FAULTS` set to `faults`.
+pub fn create_faulted(
+    env: &Env,
+    twin: &Twin,
+    name: &str,
+    extra: &[&str],
+    faults: Option<&str>,
+) -> (std::process::Output, String, serde_json::Value) {
     let mut args = vec![
         "create",
         name,
@@ -177,7 +188,7 @@ pub fn create(
         "keep",
     ];
     args.extend(extra);
-    let out = env.run(&args, None);
+    let out = env.run(&args, faults);
     let (_, list) = env.json(&["list"]);
     let run = list[0]["run"].as_str().unwrap_or_default().to_string();
     let (_, status) = env.json(&["status", &run]);
