@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use support::{Env, stderr, stdout};
 use twin::{
-    CONFIG, PROBE, Twin, create, create_faulted, destroy_leaves_nothing, psql, step_state, tunnel,
-    twin_qemus, with_twin,
+    CONFIG, PROBE, Twin, create, create_faulted, create_from, destroy_leaves_nothing, psql,
+    step_state, tunnel, twin_qemus, with_twin, with_twin_serving,
 };
 
 /// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
@@ -407,6 +407,71 @@ async fn crashes_after_run_instances_and_attach_volume(twin: &Twin) {
     destroy_leaves_nothing(&env, twin, "tc", &run).await;
 }
 
+/// The genericcloud stand-in as the twin's second AMI (issue 13 §2): a stock cloud image
+/// with its own default user and no PostgreSQL, booted through its firmware and GRUB; deploy
+/// installs PostgreSQL from Debian's sources on first boot (which the VM reaches only through
+/// the twin's package relays, as EC2 reaches them through the internet gateway) → RUNNING,
+/// psql over verified TLS through the tunnel; the image's own login (`debian`) is kept beside
+/// dbctl's; destroy leaves nothing.
+async fn genericcloud_ami(twin: &Twin) {
+    let ami = twin
+        .ami_cloud
+        .clone()
+        .expect("the twin serves the cloud AMI");
+    let env = Env::aws(CONFIG);
+    let started = Instant::now();
+    let (out, run, status) = create_from(&env, &ami, "tg", &[], None);
+    assert!(
+        out.status.success(),
+        "create of the cloud AMI failed after {:?}:\n{}\n--- status\n{status:#}\n--- twin\n{}",
+        started.elapsed(),
+        stderr(&out),
+        twin.log()
+    );
+    eprintln!(
+        "aws create of the genericcloud AMI on the twin: RUNNING in {:?}",
+        started.elapsed()
+    );
+    let packages = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "deploy.packages.primary")
+        .map(|s| s["outputs"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        packages["installed"], true,
+        "PostgreSQL came from the sources: {packages}"
+    );
+    let users = env.run(
+        &[
+            "ssh",
+            "tg",
+            "--",
+            "getent passwd debian dbctl | cut -d: -f1",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout(&users).lines().collect::<Vec<_>>(),
+        ["debian", "dbctl"],
+        "{}",
+        stderr(&users)
+    );
+    let (doc, mut holder) = tunnel(&env, "tg", &[]);
+    let ssl = psql(
+        doc["uri"].as_str().unwrap(),
+        doc["passfile"].as_str().unwrap(),
+    );
+    assert_eq!(stdout(&ssl).trim(), "t", "{}", stderr(&ssl));
+    // SAFETY: kill(2) of our own child.
+    unsafe {
+        libc::kill(holder.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(holder.wait().unwrap().success());
+    destroy_leaves_nothing(&env, twin, "tg", &run).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn security_groups_on_the_twin_become_its_networks_policy() {
     with_twin(groups_become_the_networks_policy).await;
@@ -420,4 +485,16 @@ async fn aws_single_node_on_the_twin_is_running_reached_through_ssh_and_destroye
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_crashes_after_run_instances_and_attach_volume_resume_to_one_of_each() {
     with_twin(crashes_after_run_instances_and_attach_volume).await;
+}
+
+/// On demand (about ten minutes: a firmware boot and a first install of PostgreSQL under
+/// TCG); needs the test cloud image (`tests/fixtures/cloud-image/make` prints its path):
+/// `DBCTL_TEST_CLOUD_IMAGE=$(tests/fixtures/cloud-image/make) cargo test --features testbed,twin --test aws_twin genericcloud -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "on demand (~10 min): needs DBCTL_TEST_CLOUD_IMAGE"]
+async fn aws_genericcloud_ami_on_the_twin_installs_postgresql_on_first_boot_and_is_running() {
+    let image = std::env::var_os("DBCTL_TEST_CLOUD_IMAGE")
+        .map(std::path::PathBuf::from)
+        .expect("DBCTL_TEST_CLOUD_IMAGE: the test cloud image (tests/fixtures/cloud-image/make)");
+    with_twin_serving(Some(&image), genericcloud_ami).await;
 }

@@ -1,8 +1,9 @@
 //! `ec2-twin`: the EC2 twin's process (test infrastructure; feature `twin`). See `dbctl::twin`
 //! and `scripts/ec2-twin`, which starts moto_server and this in the background.
 //!
-//! `ec2-twin serve --moto URL --state DIR` registers the twin AMI in moto, listens on a
-//! loopback port and writes `DIR/endpoint` and `DIR/ami` once it serves; SIGTERM or SIGINT stops
+//! `ec2-twin serve --moto URL --state DIR [--cloud-image PATH]` registers the twin AMI (and,
+//! given a stock cloud image, a second one) in moto, listens on a loopback port and writes
+//! `DIR/endpoint`, `DIR/ami` (and `DIR/ami-cloud`) once it serves; SIGTERM or SIGINT stops
 //! every VM it started and removes them. `ec2-twin stop-vms --state DIR` does the same for a
 //! twin that died without doing it.
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dbctl::provider::local::image;
+use dbctl::provider::local::{image, image_import};
 use dbctl::twin::{ami, fleet::Fleet, machine, proxy};
 
 #[derive(Parser)]
@@ -39,6 +40,10 @@ enum Command {
         /// dbctl's cache (where `dbctl image build` put the image); default ~/.cache/dbctl.
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// A stock cloud image (qcow2 or raw: its own default user, no PostgreSQL) to serve
+        /// as a second AMI, written to DIR/ami-cloud; imported into the cache once.
+        #[arg(long, env = "DBCTL_TWIN_CLOUD_IMAGE")]
+        cloud_image: Option<PathBuf>,
     },
     /// Stop every VM and network of a twin's state directory and remove them.
     StopVms {
@@ -55,6 +60,9 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Splices stdin/stdout to HOST:PORT (run by QEMU for a guest's package mirror).
+    #[command(hide = true)]
+    Relay { target: String },
 }
 
 fn default_cache() -> PathBuf {
@@ -74,6 +82,11 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
+    if let Command::Relay { target } = &cli.command {
+        dbctl::provider::local::relay::run(target)
+            .map_err(|e| anyhow::anyhow!("relay to {target}: {e}"))?;
+        return Ok(());
+    }
     if let Command::LocalHub {
         socket,
         pidfile,
@@ -91,12 +104,16 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 state,
                 cache,
-            } => serve(&moto, listen, state, cache.unwrap_or_else(default_cache)).await,
+                cloud_image,
+            } => {
+                let cache = cache.unwrap_or_else(default_cache);
+                serve(&moto, listen, state, cache, cloud_image).await
+            }
             Command::StopVms { state } => {
                 machine::stop_everything(&machine::Layout { root: state }, true).await;
                 Ok(())
             }
-            Command::LocalHub { .. } => unreachable!("handled above"),
+            Command::LocalHub { .. } | Command::Relay { .. } => unreachable!("handled above"),
         }
     })
 }
@@ -106,6 +123,7 @@ async fn serve(
     listen: std::net::SocketAddr,
     state: PathBuf,
     cache: PathBuf,
+    cloud_image: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         listen.ip().is_loopback(),
@@ -114,22 +132,48 @@ async fn serve(
     std::fs::create_dir_all(&state)?;
     let image = image::current(&cache)?;
     let upstream = proxy::Upstream::new(moto).map_err(anyhow::Error::msg)?;
-    let ami_id = ami::ensure(&upstream, &format!("dbctl-twin-{}", image.manifest.name))
+    let ami_id = ami::ensure(
+        &upstream,
+        &format!("dbctl-twin-{}", image.manifest.name),
+        "dbctl's own image, booted by the EC2 twin",
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let mut images = std::collections::BTreeMap::from([(ami_id.clone(), image)]);
+    let _ = std::fs::remove_file(state.join("ami-cloud"));
+    let mut cloud_ami = None;
+    if let Some(path) = cloud_image {
+        let (cache, path2) = (cache.clone(), path.clone());
+        let cloud = tokio::task::spawn_blocking(move || {
+            image_import::import(&cache, &path2, &|m| tracing::info!("cloud image: {m}"))
+        })
+        .await??;
+        let id = ami::ensure(
+            &upstream,
+            &format!("dbctl-twin-{}", cloud.manifest.name),
+            "a stock cloud image (its own default user, no PostgreSQL), booted by the EC2 twin",
+        )
         .await
         .map_err(anyhow::Error::msg)?;
+        tracing::info!(ami = id, image = %path.display(), "cloud AMI");
+        images.insert(id.clone(), cloud);
+        cloud_ami = Some(id);
+    }
     let layout = machine::Layout {
         root: state.clone(),
     };
     let fleet = Arc::new(Fleet::new(
         layout.clone(),
-        image,
-        ami_id.clone(),
+        images,
         upstream.clone(),
         dbctl::twin::security::moto_client(moto),
     ));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     std::fs::write(state.join("ami"), format!("{ami_id}\n"))?;
+    if let Some(id) = &cloud_ami {
+        std::fs::write(state.join("ami-cloud"), format!("{id}\n"))?;
+    }
     // Written last: its presence says the twin serves.
     std::fs::write(state.join("endpoint"), format!("{endpoint}\n"))?;
     tracing::info!(endpoint, ami = ami_id, "EC2 twin serving");

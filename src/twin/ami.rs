@@ -7,7 +7,7 @@ use super::xml;
 
 /// The AMI named `name` in moto, registered unless it exists (a twin restarted over the same
 /// moto finds its image again).
-pub async fn ensure(upstream: &Upstream, name: &str) -> Result<String, String> {
+pub async fn ensure(upstream: &Upstream, name: &str, description: &str) -> Result<String, String> {
     let found = upstream
         .call(&[
             ("Action", "DescribeImages"),
@@ -23,7 +23,7 @@ pub async fn ensure(upstream: &Upstream, name: &str) -> Result<String, String> {
         .call(&[
             ("Action", "RegisterImage"),
             ("Name", name),
-            ("Description", "dbctl's own image, booted by the EC2 twin"),
+            ("Description", description),
             ("Architecture", "x86_64"),
             ("VirtualizationType", "hvm"),
             ("RootDeviceName", "/dev/xvda"),

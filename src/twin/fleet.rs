@@ -45,9 +45,9 @@ impl Lifecycle {
 
 pub struct Fleet {
     pub layout: Layout,
-    image: Image,
-    /// The twin AMI registered in moto: instances of it get VMs, others stay API-only.
-    pub ami: String,
+    /// The twin AMIs registered in moto and the images behind them: instances of these get
+    /// VMs, others stay API-only.
+    images: BTreeMap<String, Image>,
     upstream: Upstream,
     /// moto itself, typed, for the reads security groups need (`security::read`).
     ec2: aws_sdk_ec2::Client,
@@ -57,8 +57,7 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(
         layout: Layout,
-        image: Image,
-        ami: String,
+        images: BTreeMap<String, Image>,
         upstream: Upstream,
         ec2: aws_sdk_ec2::Client,
     ) -> Fleet {
@@ -68,12 +67,19 @@ impl Fleet {
             .unwrap_or_default();
         Fleet {
             layout,
-            image,
-            ami,
+            images,
             upstream,
             ec2,
             state: Mutex::new(state),
         }
+    }
+
+    /// The image behind `machine`'s AMI (machines recorded before there were two: the first).
+    fn image_of(&self, machine: &Machine) -> &Image {
+        self.images
+            .get(&machine.ami)
+            .or_else(|| self.images.values().next())
+            .expect("the twin serves at least one AMI")
     }
 
     fn save(&self, state: &State) {
@@ -91,9 +97,14 @@ impl Fleet {
         let mut state = self.state.lock().await;
         let mut new = Vec::new();
         for facts in instances {
-            if facts.image_id.as_deref() != Some(self.ami.as_str())
-                || state.machines.contains_key(&facts.instance_id)
-            {
+            let Some(ami) = facts
+                .image_id
+                .as_ref()
+                .filter(|ami| self.images.contains_key(*ami))
+            else {
+                continue;
+            };
+            if state.machines.contains_key(&facts.instance_id) {
                 continue;
             }
             let n = state.next;
@@ -105,6 +116,7 @@ impl Fleet {
             });
             let machine = Machine {
                 instance_id: facts.instance_id.clone(),
+                ami: ami.clone(),
                 vpc_id: facts.vpc_id.clone().unwrap_or_else(|| "default".into()),
                 private_ip: facts.private_ip.clone().unwrap_or_default(),
                 public_ip,
@@ -120,7 +132,7 @@ impl Fleet {
         self.enforce_locked(&mut state).await;
         for id in new {
             let machine = &state.machines[&id];
-            match machine.create(&self.layout, &self.image, user_data) {
+            match machine.create(&self.layout, self.image_of(machine), user_data) {
                 Ok(pid) => tracing::info!(
                     instance = machine.instance_id,
                     pid,
@@ -213,7 +225,7 @@ impl Fleet {
                     machine.stop(&self.layout).await;
                     Ok(())
                 }
-                Lifecycle::Start => match machine.start(&self.layout, &self.image) {
+                Lifecycle::Start => match machine.start(&self.layout, self.image_of(&machine)) {
                     Ok(_) => machine.plug_volumes(&self.layout).await,
                     Err(e) => Err(e),
                 },

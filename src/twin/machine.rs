@@ -27,6 +27,9 @@ pub const PUBLIC_PORTS: &[u16] = &[22, 5432];
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub instance_id: String,
+    /// The twin AMI it was launched from (which image its disk is an overlay of).
+    #[serde(default)]
+    pub ami: String,
     pub vpc_id: String,
     /// The private address moto assigned; the VM has it on its VPC network.
     pub private_ip: String,
@@ -43,6 +46,50 @@ pub struct Machine {
     /// host (`twin::security`), kept current while it runs.
     #[serde(default)]
     pub forwarded: Vec<u16>,
+}
+
+/// How a stock cloud image's VM reaches its package mirrors (on EC2: through the internet
+/// gateway): each through a relay on its management network, as the local provider's
+/// imported images do — `guestfwd` rules running `ec2-twin relay`, and the hosts lines that
+/// resolve the mirrors' names to the relays. dbctl's own image installs nothing: none.
+fn package_relays(image: &Image) -> Result<(Vec<String>, Vec<String>), String> {
+    if !image.is_cloud() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let exe = process::self_exe().map_err(|e| format!("twin executable: {e}"))?;
+    let config = crate::config::LocalSection::default();
+    let relays = crate::provider::local::package_relays(&config);
+    let rules = relays
+        .iter()
+        .map(|r| {
+            format!(
+                "tcp:{}:{}-cmd:'{}' relay {}",
+                r.addr,
+                r.port,
+                exe.display(),
+                r.entry
+            )
+        })
+        .collect();
+    let hosts = relays
+        .iter()
+        .map(|r| format!("{} {}", r.addr, r.host))
+        .collect();
+    Ok((rules, hosts))
+}
+
+/// The platform's vendor-data: the EBS naming, and `hosts` lines (the package relays) added
+/// to /etc/hosts once.
+fn vendor_data(hosts: &[String]) -> String {
+    let mut v = super::volume::VENDOR_DATA.to_string();
+    if !hosts.is_empty() {
+        v.push_str("  - |\n    grep -q '# ec2-twin package relays' /etc/hosts || cat >> /etc/hosts <<'HOSTS'\n    # ec2-twin package relays\n");
+        for h in hosts {
+            v.push_str(&format!("    {h}\n"));
+        }
+        v.push_str("    HOSTS\n");
+    }
+    v
 }
 
 /// Where the twin keeps its machines and networks.
@@ -132,13 +179,14 @@ impl Machine {
         let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
             .map_err(|e| format!("network-config: {e}"))?;
         let hostname = format!("ip-{}", self.private_ip.replace('.', "-"));
+        let vendor_data = vendor_data(&package_relays(image)?.1);
         seed::write_iso(
             &vm.seed(),
             user_data,
             &network,
             &self.instance_id,
             &hostname,
-            Some(super::volume::VENDOR_DATA),
+            Some(&vendor_data),
         )
         .map_err(|e| format!("seed: {e}"))?;
         self.start(layout, image)
@@ -176,7 +224,7 @@ impl Machine {
             private_netmask: private_netmask(&self.private_ip),
             forward_addr: self.public_ip.as_deref().unwrap_or("127.0.0.1"),
             forwards: &forwards,
-            guest_forwards: &[],
+            guest_forwards: &package_relays(image)?.0,
             hub_socket: &socket,
         };
         let pid = qemu::start(&cfg, &vm)?;

@@ -18,6 +18,8 @@ pub struct Twin {
     pub state: tempfile::TempDir,
     pub endpoint: String,
     pub ami: String,
+    /// The second AMI, a stock cloud image, when started with one ([`Twin::start_with`]).
+    pub ami_cloud: Option<String>,
 }
 
 pub fn spawn_dying_with_us(cmd: &mut Command) -> Child {
@@ -34,6 +36,11 @@ pub fn spawn_dying_with_us(cmd: &mut Command) -> Child {
 
 impl Twin {
     pub fn start() -> Twin {
+        Twin::start_with(None)
+    }
+
+    /// A twin that also serves `cloud_image` (a stock cloud image) as a second AMI.
+    pub fn start_with(cloud_image: Option<&Path>) -> Twin {
         let mut moto = spawn_dying_with_us(
             Command::new("moto_server")
                 .args(["-H", "127.0.0.1", "-p", "0"])
@@ -57,16 +64,21 @@ impl Twin {
             .recv_timeout(Duration::from_secs(30))
             .expect("moto_server reports its port (pip install 'moto[server]')");
         let state = tempfile::tempdir().unwrap();
-        let twin = spawn_dying_with_us(
-            Command::new(env!("CARGO_BIN_EXE_ec2-twin"))
-                .args(["serve", "--moto", &format!("http://127.0.0.1:{port}")])
-                .arg("--state")
-                .arg(state.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(state.path().join("twin.log")).unwrap()),
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_ec2-twin"));
+        serve
+            .args(["serve", "--moto", &format!("http://127.0.0.1:{port}")])
+            .arg("--state")
+            .arg(state.path())
+            .env_remove("DBCTL_TWIN_CLOUD_IMAGE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(state.path().join("twin.log")).unwrap());
+        if let Some(image) = cloud_image {
+            serve.arg("--cloud-image").arg(image);
+        }
+        let twin = spawn_dying_with_us(&mut serve);
+        // A cloud image is imported (checksummed, converted) the first time.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while !state.path().join("endpoint").exists() {
             assert!(
                 Instant::now() < deadline,
@@ -83,12 +95,14 @@ impl Twin {
         };
         let (endpoint, ami) = (read("endpoint"), read("ami"));
         assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+        let ami_cloud = cloud_image.map(|_| read("ami-cloud"));
         Twin {
             moto,
             twin,
             state,
             endpoint,
             ami,
+            ami_cloud,
         }
     }
 
@@ -175,13 +189,24 @@ pub fn create_faulted(
     extra: &[&str],
     faults: Option<&str>,
 ) -> (std::process::Output, String, serde_json::Value) {
+    create_from(env, &twin.ami, name, extra, faults)
+}
+
+/// [`create_faulted`] of the AMI `ami`.
+pub fn create_from(
+    env: &Env,
+    ami: &str,
+    name: &str,
+    extra: &[&str],
+    faults: Option<&str>,
+) -> (std::process::Output, String, serde_json::Value) {
     let mut args = vec![
         "create",
         name,
         "--provider",
         "aws",
         "--image",
-        &twin.ami,
+        ami,
         "--ssh-cidr",
         "127.0.0.1/32",
         "--on-failure",
@@ -269,8 +294,13 @@ pub fn psql_query(uri: &str, passfile: &str, query: &str) -> std::process::Outpu
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub async fn with_twin(case: impl AsyncFnOnce(&Twin)) {
+    with_twin_serving(None, case).await;
+}
+
+/// [`with_twin`] of a twin that serves `cloud_image` as a second AMI too.
+pub async fn with_twin_serving(cloud_image: Option<&Path>, case: impl AsyncFnOnce(&Twin)) {
     let _serial = SERIAL.lock().await;
-    let twin = Twin::start();
+    let twin = Twin::start_with(cloud_image);
     // SAFETY: set while SERIAL is held, before this test builds an SDK client; no other test
     // of this binary runs meanwhile. The SDK must never probe the instance metadata service.
     unsafe {
