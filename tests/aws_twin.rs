@@ -33,9 +33,47 @@ use twin::{
 /// 3. `dbctl connect --tunnel` holds a forward through SSH and prints a URI for it: psql over
 ///    verified TLS (the certificate checked against the node's private address); SIGTERM
 ///    closes it; `dbctl connect --psql` goes through a tunnel of its own;
-/// 4. destroy → no twin VM, nothing tagged with the run.
+/// 4. register.dns put the instance's name in the network team's private zone (Route53,
+///    through the twin to moto) with the private address;
+/// 5. destroy → no twin VM, nothing tagged with the run, no name left in the zone.
 async fn single_node(twin: &Twin) {
-    let env = Env::aws(CONFIG);
+    // The network team's private zone (dbctl never creates zones), on a VPC of its own.
+    let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
+        .await
+        .unwrap();
+    let dns = dbctl::provider::aws::Dns::connect(&Default::default())
+        .await
+        .unwrap();
+    let team_vpc = ec2
+        .sdk()
+        .create_vpc()
+        .cidr_block("10.200.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let team_vpc = team_vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    dns.sdk()
+        .create_hosted_zone()
+        .name("dbctl.internal")
+        .caller_reference("network-team")
+        .hosted_zone_config(
+            aws_sdk_route53::types::HostedZoneConfig::builder()
+                .private_zone(true)
+                .build(),
+        )
+        .vpc(
+            aws_sdk_route53::types::Vpc::builder()
+                .vpc_id(&team_vpc)
+                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let zone = dns.find_private_zone("dbctl.internal").await.unwrap();
+    let env = Env::aws(&format!(
+        "{CONFIG}[register]\nroute53_zone = \"dbctl.internal\"\n"
+    ));
     let started = Instant::now();
     let (out, run, status) = create(&env, twin, "tw", &[]);
     assert!(
@@ -64,6 +102,16 @@ async fn single_node(twin: &Twin) {
     let public = vm["public_ip"].as_str().unwrap_or_default();
     let private = vm["private_ip"].as_str().unwrap_or_default();
     assert!(public.starts_with("127.77."), "public address {vm}");
+    // register.dns: the name in the private zone, with the private address.
+    let names = dns.list_records(&zone, "dbctl.internal").await.unwrap();
+    assert_eq!(
+        names,
+        [(
+            "tw.default.dbctl.internal".to_string(),
+            vec![private.to_string()]
+        )],
+        "Route53 after the create"
+    );
 
     // 2. Directly: the public address, closed on 5432 (the group opens it to the VPC only,
     // so the twin forwards nothing there, as EC2 drops it).
@@ -187,6 +235,8 @@ async fn single_node(twin: &Twin) {
     assert_eq!(stdout(&session).trim(), "t", "{}", stderr(&session));
 
     destroy_leaves_nothing(&env, twin, "tw", &run).await;
+    let names = dns.list_records(&zone, "dbctl.internal").await.unwrap();
+    assert!(names.is_empty(), "names left after destroy: {names:?}");
 }
 
 /// The twin's security groups without VMs: what moto holds becomes the VPC network's policy

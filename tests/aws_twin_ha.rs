@@ -220,6 +220,7 @@ async fn forgotten_replication_rule_stops_streaming(
         "pkill walreceiver: {}",
         stderr(&kill)
     );
+    let revoked = Instant::now();
     let denied = format!("denied: {} -> {}:5432", private(replica), private(leader));
     let log = eventually(Duration::from_secs(120), || {
         let log = twin.hub_logs();
@@ -241,6 +242,11 @@ async fn forgotten_replication_rule_stops_streaming(
     assert!(
         !now.iter().any(|n| n == replica),
         "{replica} still streams: {now:?}"
+    );
+    eprintln!(
+        "aws --ha on the twin: 5432 rules revoked, {replica}'s reconnect denied, {now:?} alone \
+         streaming after {:?}",
+        revoked.elapsed()
     );
 
     ec2.sdk()
