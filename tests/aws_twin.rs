@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use support::{Env, stderr, stdout};
 use twin::{
-    CONFIG, PROBE, Twin, create, create_faulted, create_from, destroy_leaves_nothing, psql,
-    step_state, tunnel, twin_qemus, with_twin, with_twin_serving,
+    CONFIG, PROBE, Twin, create, create_faulted, create_from, destroy_leaves_nothing, group_id,
+    psql, step_state, tunnel, twin_qemus, with_twin, with_twin_serving,
 };
 
 /// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
@@ -132,13 +132,7 @@ async fn single_node(twin: &Twin) {
 
     // The group is enforced: with its SSH rule revoked the public address refuses port 22;
     // authorized again, sshd answers there.
-    let group = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|s| s["outputs"]["group_id"].as_str())
-        .expect("the security group's id")
-        .to_string();
+    let group = group_id(&status);
     let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
         .await
         .unwrap();

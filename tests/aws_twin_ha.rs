@@ -10,7 +10,7 @@ mod twin;
 use std::time::{Duration, Instant};
 
 use support::{Env, stderr, stdout};
-use twin::{CONFIG, Twin, create, destroy_leaves_nothing, psql_query, tunnel, with_twin};
+use twin::{CONFIG, Twin, create, destroy_leaves_nothing, group_id, psql_query, tunnel, with_twin};
 
 /// `--ha` on the twin, the same flow as the local provider's: three instances in three AZs, a
 /// subnet each, Patroni + etcd over the private addresses (the security group opens etcd and
@@ -168,13 +168,7 @@ async fn forgotten_replication_rule_stops_streaming(
             .unwrap_or_else(|| panic!("{node}'s private address: {status:#}"))
             .to_string()
     };
-    let group = status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|s| s["outputs"]["group_id"].as_str())
-        .expect("the security group's id")
-        .to_string();
+    let group = group_id(status);
     let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
         .await
         .unwrap();

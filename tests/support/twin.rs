@@ -160,6 +160,17 @@ pub fn twin_qemus(state: &Path) -> usize {
         .count()
 }
 
+/// The run's security group, from its `dbctl status` document.
+pub fn group_id(status: &serde_json::Value) -> String {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["outputs"]["group_id"].as_str())
+        .expect("the security group's id")
+        .to_string()
+}
+
 pub fn step_state(status: &serde_json::Value, step: &str) -> String {
     status["steps"]
         .as_array()
