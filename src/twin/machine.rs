@@ -61,15 +61,7 @@ fn package_relays(image: &Image) -> Result<(Vec<String>, Vec<String>), String> {
     let relays = crate::provider::local::package_relays(&config);
     let rules = relays
         .iter()
-        .map(|r| {
-            format!(
-                "tcp:{}:{}-cmd:'{}' relay {}",
-                r.addr,
-                r.port,
-                exe.display(),
-                r.entry
-            )
-        })
+        .map(|r| crate::provider::local::relay::guestfwd_rule(&exe, &r.addr, r.port, r.entry))
         .collect();
     let hosts = relays
         .iter()

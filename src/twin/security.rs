@@ -37,10 +37,6 @@ pub struct Enforced {
 /// The SDK's EC2 client for moto itself (the twin's own reads, never through the proxy).
 pub fn moto_client(moto: &str) -> aws_sdk_ec2::Client {
     use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     let conf = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(super::proxy::REGION))
@@ -48,7 +44,7 @@ pub fn moto_client(moto: &str) -> aws_sdk_ec2::Client {
             "testing", "testing", None, None, "ec2-twin",
         ))
         .endpoint_url(moto)
-        .http_client(http)
+        .http_client(crate::provider::aws::client::https_client())
         .build();
     aws_sdk_ec2::Client::from_conf(conf)
 }

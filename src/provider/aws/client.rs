@@ -37,16 +37,21 @@ pub(crate) struct Loaded {
     pub(crate) http: SharedHttpClient,
 }
 
+/// The HTTPS client every SDK client of dbctl's uses: rustls with ring, chosen explicitly: the
+/// SDK's `default-https-client` feature is the same client but with aws-lc-rs as crypto, a much
+/// larger C build (CMake) for no gain here.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// Loads the standard AWS configuration chain plus `settings`; `what` names the client in errors.
 ///
 /// Guarantees: no network call is made (credentials are resolved lazily on the first request);
 /// fails `Permanent` when no region can be found.
 pub(crate) async fn load(settings: &AwsSettings, what: &str) -> Result<Loaded, AwsError> {
-    // rustls with ring, chosen explicitly: the SDK's `default-https-client` feature is the same
-    // client but with aws-lc-rs as crypto, a much larger C build (CMake) for no gain here.
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http = https_client();
 
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http.clone())

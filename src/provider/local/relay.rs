@@ -8,6 +8,12 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The QEMU `guestfwd` rule that runs `exe relay TARGET` for each connection the guest opens
+/// to `addr:port` (`exe`: dbctl, or the EC2 twin, both of which have the `relay` command).
+pub fn guestfwd_rule(exe: &std::path::Path, addr: &str, port: u16, target: &str) -> String {
+    format!("tcp:{addr}:{port}-cmd:'{}' relay {target}", exe.display())
+}
+
 /// How long the guest may keep sending after the server has finished.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -49,4 +55,21 @@ pub fn run(target: &str) -> std::io::Result<()> {
     unsafe { libc::shutdown(1, libc::SHUT_WR) };
     let _ = done_rx.recv_timeout(DRAIN);
     Ok(())
+}
+
+#[cfg(test)]
+mod rule_tests {
+    #[test]
+    fn the_guestfwd_rule_runs_the_relay_command_for_its_address() {
+        let rule = super::guestfwd_rule(
+            std::path::Path::new("/usr/bin/dbctl"),
+            "10.0.2.101",
+            80,
+            "deb.debian.org:80",
+        );
+        assert_eq!(
+            rule,
+            "tcp:10.0.2.101:80-cmd:'/usr/bin/dbctl' relay deb.debian.org:80"
+        );
+    }
 }

@@ -252,7 +252,7 @@ impl VmStep {
         // The guest reaches each target's own port on a relay address (the target's name
         // resolves there in the guest), so TLS and Host headers carry the real name.
         let rule = |addr: &str, port: u16, target: &str| {
-            format!("tcp:{addr}:{port}-cmd:'{}' relay {target}", exe.display())
+            crate::provider::local::relay::guestfwd_rule(&exe, addr, port, target)
         };
         let mut rules = Vec::new();
         let s = &self.env.register;
