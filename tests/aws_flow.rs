@@ -139,6 +139,158 @@ async fn provisioning_is_tagged_deploy_fails_at_ssh_and_rollback_leaves_nothing(
 
 // Crash, failure, retry and repeat at every provision step: tests/fault_matrix.rs.
 
+/// The outputs of step `name` in a `dbctl status --output json` document.
+fn outputs<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    &st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {st:#}"))["outputs"]
+}
+
+/// InsufficientInstanceCapacity in the planned zone (every attempt there, as EC2 says it for
+/// as long as the zone is short): the node is launched in another zone the spec allows, with a
+/// subnet of the run's network there, and the data disk is made in that zone too (it could
+/// not attach otherwise); the failure at deploy (no SSH on moto) then rolls back to nothing.
+/// With no other zone allowed, the step fails saying why instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_capacity_in_the_planned_zone_moves_the_node_and_its_disk_to_another() {
+    let _moto = moto::session().await;
+    let env = aws_env();
+    let spec = env.path("db.toml");
+    std::fs::write(
+        &spec,
+        "name = \"db\"\nzones = [\"us-east-1a\", \"us-east-1c\"]\n",
+    )
+    .unwrap();
+    let out = env
+        .command(
+            &[
+                "create",
+                "-f",
+                spec.to_str().unwrap(),
+                "--on-failure",
+                "keep",
+            ],
+            None,
+        )
+        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1a=capacity*1000")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "fails only at deploy: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let vm = outputs(&st, "provision.vm.primary");
+    let disk = outputs(&st, "provision.disk.primary");
+    assert_eq!(vm["zone"], "us-east-1c", "moved: {err}");
+    assert_eq!(disk["zone"], "us-east-1c", "the disk follows the instance");
+    let logs = support::stdout(&env.run(&["logs", &run], None));
+    assert!(
+        logs.contains("capacity in us-east-1a; trying us-east-1c")
+            && logs.contains("placed in us-east-1c instead of us-east-1a"),
+        "the run's log says why: {logs}\n{err}"
+    );
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let subnet = ec2
+        .sdk()
+        .describe_subnets()
+        .subnet_ids(vm["subnet_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        subnet.subnets()[0].availability_zone(),
+        Some("us-east-1c"),
+        "a subnet of the run's network in the new zone"
+    );
+    let kinds = by_kind(&run).await;
+    assert_eq!(kinds.get("Instance"), Some(&1), "{kinds:?}");
+    assert_eq!(
+        kinds.get("Volume:provision.disk.primary"),
+        Some(&1),
+        "{kinds:?}"
+    );
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+
+    // The only zone the spec allows has no capacity: the step fails naming it (after the
+    // saga's retries, which try the zone again), and the failed run rolls back to nothing.
+    std::fs::write(&spec, "name = \"one\"\nzones = [\"us-east-1a\"]\n").unwrap();
+    let out = env
+        .command(&["create", "-f", spec.to_str().unwrap()], None)
+        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1a=capacity*1000")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("capacity in us-east-1a nor in any other zone"),
+        "says why: {err}"
+    );
+    let run = env.last_run();
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+}
+
+/// HA keeps its anti-affinity when a node moves: the planned zones are a, b and c (ties go by
+/// name), b has no capacity, so its node goes to d, the one allowed zone that holds no other
+/// node; each data disk is in its instance's zone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_ha_node_goes_to_a_zone_of_its_own() {
+    let _moto = moto::session().await;
+    // Long enough a wait for a host key that every node's provisioning ends (the move takes
+    // a few more calls) before the first deploy step fails the run.
+    let env = Env::aws("[aws]\nssh_wait_secs = 20\nssh_cidr = \"203.0.113.0/24\"\n");
+    let spec = env.path("ha.toml");
+    std::fs::write(
+        &spec,
+        "name = \"ha\"\nha = true\n\
+         zones = [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\", \"us-east-1d\"]\n",
+    )
+    .unwrap();
+    let out = env
+        .command(
+            &[
+                "create",
+                "-f",
+                spec.to_str().unwrap(),
+                "--on-failure",
+                "keep",
+            ],
+            None,
+        )
+        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1b=capacity*1000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let mut zones = Vec::new();
+    for node in ["node-1", "node-2", "node-3"] {
+        let vm = outputs(&st, &format!("provision.vm.{node}"));
+        let disk = outputs(&st, &format!("provision.disk.{node}"));
+        assert_eq!(vm["zone"], disk["zone"], "{node}'s disk beside it");
+        zones.push(vm["zone"].as_str().unwrap().to_string());
+    }
+    zones.sort();
+    assert_eq!(zones, ["us-east-1a", "us-east-1c", "us-east-1d"]);
+    let logs = support::stdout(&env.run(&["logs", &run], None));
+    assert!(
+        logs.contains("placed in us-east-1d instead of us-east-1b"),
+        "{logs}"
+    );
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_retried_and_the_run_goes_on() {
     let _moto = moto::session().await;

@@ -193,10 +193,15 @@ pub fn plan(spec: &InstanceSpec, placement: &Placement) -> Vec<PlannedStep> {
                 zone: zone.clone(),
             },
         );
+        // On aws a volume attaches only in its instance's zone, and the vm step may move the
+        // node to another zone when the planned one has no capacity: the disk is made after
+        // the instance, where it runs (a second or two of CreateVolume on the path). The
+        // local provider has no zones: its disk is made beside the VM.
+        let disk_deps: &[&str] = if spec.provider == "aws" { &[&vm] } else { &[] };
         let disk = b.add(
             format!("provision.disk.{node}"),
             Provision,
-            &[],
+            disk_deps,
             Action::Disk {
                 node: node.clone(),
                 zone,
@@ -420,6 +425,16 @@ mod tests {
         // Every node's VM, disk and deploy run at once; only joining waits for the leader.
         assert_eq!(deps("provision.vm.node-2"), deps("provision.vm.node-1"));
         assert!(deps("provision.disk.node-3").is_empty());
+        // On aws the disk follows its instance into the zone it got (another one when the
+        // planned zone had no capacity): made after it.
+        let mut a = spec(true);
+        a.provider = "aws".to_string();
+        let aws = plan(&a, &placement(&a));
+        let disk = aws
+            .iter()
+            .find(|s| s.name == "provision.disk.node-3")
+            .unwrap();
+        assert_eq!(disk.deps, ["provision.vm.node-3"]);
         assert_eq!(
             deps("deploy.node-3"),
             ["provision.attach.node-3", "deploy.packages.node-3"]

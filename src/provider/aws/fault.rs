@@ -1,4 +1,6 @@
 //! Fault injection for EC2 calls: `DBCTL_AWS_FAULTS=RunInstances=throttle*2,CreateVolume=500*1`.
+//! `Op@ZONE=kind*N` fires only for requests naming that availability zone
+//! (`RunInstances@us-east-1a=capacity*99`: that zone has no capacity).
 //!
 //! The fault is injected *inside* the SDK, so everything above it runs for real: the SDK's retry
 //! classifier and backoff, its attempt counter, the error parsing, dbctl's classification, and the
@@ -49,6 +51,8 @@ pub enum FaultKind {
     Unavailable,
     /// The connection times out (no response at all).
     Timeout,
+    /// HTTP 500 with `InsufficientInstanceCapacity` (the zone has none of the type now).
+    Capacity,
 }
 
 impl FaultKind {
@@ -58,6 +62,7 @@ impl FaultKind {
             "500" | "internal" => Some(FaultKind::Internal),
             "503" | "unavailable" => Some(FaultKind::Unavailable),
             "timeout" => Some(FaultKind::Timeout),
+            "capacity" => Some(FaultKind::Capacity),
             _ => None,
         }
     }
@@ -68,6 +73,7 @@ impl FaultKind {
             FaultKind::Internal => "500",
             FaultKind::Unavailable => "503",
             FaultKind::Timeout => "timeout",
+            FaultKind::Capacity => "capacity",
         }
     }
 }
@@ -94,7 +100,9 @@ impl FaultPlan {
                 .ok_or_else(|| format!("{FAULTS_ENV}: {item:?} is not Operation=kind*count"))?;
             let (kind, count) = rest.split_once('*').unwrap_or((rest, "1"));
             let kind = FaultKind::parse(kind).ok_or_else(|| {
-                format!("{FAULTS_ENV}: unknown fault {kind:?} (throttle, 500, 503, timeout)")
+                format!(
+                    "{FAULTS_ENV}: unknown fault {kind:?} (throttle, 500, 503, timeout, capacity)"
+                )
             })?;
             let count: u32 = count
                 .parse()
@@ -126,9 +134,19 @@ impl FaultPlan {
         Ok(plan)
     }
 
-    /// Consumes one injection for `op`, if any are left.
-    fn take(&self, op: &str) -> Option<FaultKind> {
-        let fault = self.faults.get(op)?;
+    /// Consumes one injection for `op` on a request whose form body is `body`, if any are
+    /// left: a zone's rule (`Op@zone`) when the body names that zone, else the operation's.
+    fn take(&self, op: &str, body: &[u8]) -> Option<FaultKind> {
+        let body = String::from_utf8_lossy(body);
+        let zonal = self.faults.iter().find(|(key, _)| {
+            key.split_once('@').is_some_and(|(o, zone)| {
+                o == op && body.contains(&format!("AvailabilityZone={zone}"))
+            })
+        });
+        let fault = match zonal {
+            Some((_, f)) => f,
+            None => self.faults.get(op)?,
+        };
         fault
             .remaining
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -169,7 +187,13 @@ impl Intercept for FaultInterceptor {
         let Some(op) = cfg.load::<Metadata>().map(|m| m.name().to_string()) else {
             return Ok(());
         };
-        if let Some(kind) = self.plan.take(&op) {
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        if let Some(kind) = self.plan.take(&op, &body) {
             tracing::warn!(op, fault = kind.as_str(), "injecting AWS fault");
             context
                 .request_mut()
@@ -231,6 +255,7 @@ fn error_response(kind: FaultKind) -> HttpResponse {
         FaultKind::Throttle => (503, "RequestLimitExceeded"),
         FaultKind::Internal => (500, "InternalError"),
         FaultKind::Unavailable | FaultKind::Timeout => (503, "Unavailable"),
+        FaultKind::Capacity => (500, "InsufficientInstanceCapacity"),
     };
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
@@ -252,12 +277,22 @@ mod tests {
     #[test]
     fn parses_and_counts_down() {
         let plan = FaultPlan::parse("RunInstances=throttle*2, CreateVolume=500").unwrap();
-        assert_eq!(plan.take("RunInstances"), Some(FaultKind::Throttle));
-        assert_eq!(plan.take("RunInstances"), Some(FaultKind::Throttle));
-        assert_eq!(plan.take("RunInstances"), None);
-        assert_eq!(plan.take("CreateVolume"), Some(FaultKind::Internal));
-        assert_eq!(plan.take("CreateVolume"), None);
-        assert_eq!(plan.take("DescribeVpcs"), None);
+        assert_eq!(plan.take("RunInstances", b""), Some(FaultKind::Throttle));
+        assert_eq!(plan.take("RunInstances", b""), Some(FaultKind::Throttle));
+        assert_eq!(plan.take("RunInstances", b""), None);
+        assert_eq!(plan.take("CreateVolume", b""), Some(FaultKind::Internal));
+        assert_eq!(plan.take("CreateVolume", b""), None);
+        assert_eq!(plan.take("DescribeVpcs", b""), None);
+    }
+
+    #[test]
+    fn a_zones_rule_fires_only_for_requests_naming_that_zone() {
+        let plan = FaultPlan::parse("RunInstances@us-east-1a=capacity*5").unwrap();
+        let a = b"Action=RunInstances&Placement.AvailabilityZone=us-east-1a&SubnetId=subnet-1";
+        let b = b"Action=RunInstances&Placement.AvailabilityZone=us-east-1b&SubnetId=subnet-2";
+        assert_eq!(plan.take("RunInstances", b), None);
+        assert_eq!(plan.take("RunInstances", a), Some(FaultKind::Capacity));
+        assert_eq!(plan.take("CreateVolume", a), None);
     }
 
     #[test]

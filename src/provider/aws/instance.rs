@@ -2,12 +2,13 @@
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Instance, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType, VolumeType,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, Placement, ResourceType,
+    VolumeType,
 };
 
 use super::Ec2;
 use super::error::{AwsError, fail};
-use super::tags::{RunTags, filter};
+use super::tags::{RunTags, TAG_RUN, TAG_STEP, filter, tag_filter, tag_value};
 use super::wait::{Backoff, poll_until};
 
 /// Everything `ensure_instance` needs that earlier steps produced.
@@ -186,6 +187,9 @@ impl Ec2 {
             .max_count(1)
             .key_name(&req.key_name)
             .subnet_id(&req.subnet_id)
+            // The subnet's zone, said explicitly: what a capacity error is about is then in
+            // the request itself (and fault injection can target one zone).
+            .placement(Placement::builder().availability_zone(&req.zone).build())
             .security_group_ids(&req.security_group_id)
             .metadata_options(metadata)
             .block_device_mappings(root_volume(&root_device))
@@ -280,6 +284,28 @@ impl Ec2 {
             ids.push(o.instance_id.clone());
         }
         self.terminate_and_wait(&ids).await
+    }
+
+    /// The zones where this run's live instances other than `step`'s are: a node moved for
+    /// capacity (`capacity`) keeps out of them, wherever its siblings ended up.
+    pub(crate) async fn sibling_zones(
+        &self,
+        tags: &RunTags,
+        step: &str,
+    ) -> Result<Vec<String>, AwsError> {
+        let filters = vec![
+            tag_filter(TAG_RUN, &tags.run_id),
+            filter("instance-state-name", LIVE_INSTANCE_STATES),
+        ];
+        let label = format!("instances of run {}", tags.run_id);
+        Ok(self
+            .find_instances(filters, &label)
+            .await?
+            .iter()
+            .filter(|i| tag_value(i.tags(), TAG_STEP) != Some(step))
+            .filter_map(|i| i.placement().and_then(|p| p.availability_zone()))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Terminates `ids` one by one (a missing id would fail a batch call) and waits for all.

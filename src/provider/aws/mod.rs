@@ -19,6 +19,7 @@
 
 mod access;
 pub mod ami;
+mod capacity;
 pub mod client;
 pub mod config;
 pub mod error;

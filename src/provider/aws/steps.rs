@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::capacity;
 use super::{
     AwsError, AwsSettings, Ec2, InstanceOut, InstanceRequest, KeyPairOut, NetworkOut, RunTags,
     SecurityGroupOut, VolumeOut, VolumeRequest,
@@ -30,6 +31,8 @@ pub struct AwsEnv {
     user_tags: std::collections::BTreeMap<String, String>,
     /// The journal's instance id, whose TTL becomes the `dbctl:expires-at` tag.
     instance_id: Option<String>,
+    /// The zones the spec allows (`zones`; empty: any): a node moved for capacity stays in them.
+    pub allowed_zones: Vec<String>,
     ec2: OnceCell<Ec2>,
 }
 
@@ -64,6 +67,7 @@ impl AwsEnv {
             instance: spec.name.clone(),
             user_tags: spec.tags.clone(),
             instance_id: None,
+            allowed_zones: spec.zones.clone(),
             ec2: OnceCell::new(),
         }
     }
@@ -142,6 +146,84 @@ fn own<T: DeserializeOwned>(ctx: &StepCtx) -> Option<T> {
 
 fn json<T: Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("outputs serialize")
+}
+
+impl AwsStep {
+    /// The planned zone has no capacity for the type (`capacity` says why this moves the
+    /// node): launches it in the first other zone that does, creating the run's subnet there.
+    async fn launch_elsewhere(
+        &self,
+        ctx: &StepCtx,
+        ec2: &Ec2,
+        tags: &RunTags,
+        node: &str,
+        planned: InstanceRequest,
+        first: AwsError,
+    ) -> Result<InstanceOut, StepError> {
+        let instance_type = self.env.settings.instance_type.clone();
+        let offered = ec2
+            .available_zones(&instance_type)
+            .await
+            .map_err(step_err)?;
+        // Anti-affinity: no zone planned for a sibling, nor one a sibling moved to.
+        let mut placed = self.zones.clone();
+        placed.extend(
+            ec2.sibling_zones(tags, &self.step)
+                .await
+                .map_err(step_err)?,
+        );
+        let candidates = capacity::fallback_zones(
+            &offered,
+            &self.env.allowed_zones,
+            &placed,
+            usize::from(crate::scheduler::node_index(node)),
+        );
+        let mut last = first;
+        for zone in &candidates {
+            ctx.log(&format!(
+                "{node}: no {instance_type} capacity in {}; trying {zone}",
+                planned.zone
+            ));
+            let mut zones = self.zones.clone();
+            zones.push(zone.clone());
+            zones.sort();
+            zones.dedup();
+            let net = ec2
+                .ensure_network(tags, "provision.network", &zones)
+                .await
+                .map_err(step_err)?;
+            let subnet = net
+                .subnet_in(zone)
+                .ok_or_else(|| StepError::Permanent(format!("no subnet in zone {zone}")))?;
+            let req = InstanceRequest {
+                zone: zone.clone(),
+                subnet_id: subnet.subnet_id.clone(),
+                ..planned.clone()
+            };
+            let token = capacity::token_in(&ctx.client_token, zone);
+            match ec2.ensure_instance(tags, &self.step, &req, &token).await {
+                Ok(i) => {
+                    ctx.log(&format!(
+                        "{node}: placed in {zone} instead of {}",
+                        planned.zone
+                    ));
+                    return Ok(i);
+                }
+                Err(e) if capacity::is_capacity(&e) => last = e,
+                Err(e) => return Err(step_err(e)),
+            }
+        }
+        Err(StepError::Transient(format!(
+            "{node}: no {instance_type} capacity in {} nor in {} (the other zones offering it \
+             that hold none of the cluster's nodes): {last}",
+            planned.zone,
+            if candidates.is_empty() {
+                "any other zone".to_string()
+            } else {
+                candidates.join(", ")
+            }
+        )))
+    }
 }
 
 #[async_trait]
@@ -229,15 +311,29 @@ impl Step for AwsStep {
                     ami: self.env.settings.ami.clone(),
                     instance_type: Some(self.env.settings.instance_type.clone()),
                 };
-                let i = ec2
+                let i = match ec2
                     .ensure_instance(&tags, step, &req, &ctx.client_token)
                     .await
-                    .map_err(step_err)?;
+                {
+                    Err(e) if capacity::is_capacity(&e) => {
+                        self.launch_elsewhere(ctx, ec2, &tags, node, req, e).await?
+                    }
+                    r => r.map_err(step_err)?,
+                };
                 (i.instance_id.clone(), json(i))
             }
-            Action::Disk { zone, size_gib, .. } => {
+            Action::Disk {
+                node,
+                zone,
+                size_gib,
+            } => {
+                // Where the instance actually runs (another zone when the planned one had
+                // no capacity: `capacity`); the plan runs this step after the vm's.
+                let zone = input::<InstanceOut>(ctx, &format!("provision.vm.{node}"))
+                    .map(|vm| vm.zone)
+                    .unwrap_or_else(|_| zone.clone());
                 let req = VolumeRequest {
-                    zone: zone.clone(),
+                    zone,
                     size_gib: *size_gib as i32,
                     iops: None,
                     throughput: None,
@@ -294,13 +390,12 @@ impl Step for AwsStep {
                 ec2.delete_instance(&tags, step, own::<InstanceOut>(ctx).as_ref())
                     .await,
             ),
-            Action::Disk { .. } => (
+            Action::Disk { node, .. } => (
                 "volume",
-                ec2.delete_volume(&tags, step, own::<VolumeOut>(ctx).as_ref())
-                    .await,
+                release_and_delete_volume(ec2, ctx, &tags, step, node).await,
             ),
-            // Nothing to call: the attachment ends with the instance (the vm step's undo, next
-            // in the rollback), and the disk step's undo deletes the volume once it is released
+            // Nothing to call: the attachment ends with the instance, which the disk step's
+            // undo (next in the rollback) terminates before it deletes the volume
             // (DeleteOnTermination mostly does it first). Detaching a mounted data volume from
             // a live instance hangs on EC2 and races the database's last writes.
             Action::AttachDisk { .. } => ("attachment", Ok(())),
@@ -309,6 +404,27 @@ impl Step for AwsStep {
         res.map_err(step_err)?;
         ctx.resource_deleted(kind, step)
     }
+}
+
+/// The disk step's undo. The plan makes the data volume after its instance (it follows the
+/// instance's zone: `capacity`), so a rollback undoes it first, while the instance still holds
+/// it, and dbctl never detaches a data volume from a live instance (`Ec2::delete_volume`).
+/// The holder is this run's own instance, the vm step's, whose undo comes next in the same
+/// rollback: it is ended here (found by its run and step tags, as that undo would), which
+/// releases the volume or deletes it outright (DeleteOnTermination). The vm undo then finds
+/// nothing left to do.
+async fn release_and_delete_volume(
+    ec2: &Ec2,
+    ctx: &StepCtx,
+    tags: &RunTags,
+    step: &str,
+    node: &str,
+) -> Result<(), AwsError> {
+    let vm_step = format!("provision.vm.{node}");
+    let vm = input::<InstanceOut>(ctx, &vm_step).ok();
+    ec2.delete_instance(tags, &vm_step, vm.as_ref()).await?;
+    ec2.delete_volume(tags, step, own::<VolumeOut>(ctx).as_ref())
+        .await
 }
 
 /// Where the data volume is attached (shows up as an NVMe device on Nitro instances).

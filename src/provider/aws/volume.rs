@@ -281,7 +281,8 @@ impl Ec2 {
     /// Waits until no instance holds `volume_id` (or it is gone). A rollback never detaches a
     /// data volume from a live instance: on EC2 a detach hangs while the node still has the
     /// filesystem mounted, and it races the database's last writes. The instance's termination
-    /// (the vm step's undo, which runs beside this one) releases it, or deletes it outright:
+    /// (by the disk step's undo, which ends its own run's instance first:
+    /// `steps::release_and_delete_volume`) releases it, or deletes it outright:
     /// DeleteOnTermination is set at attach.
     ///
     /// Guarantees: a holder that does not start terminating within the consistency window is a
