@@ -6,9 +6,10 @@ pub mod matrix;
 pub mod moto;
 pub mod s3;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -262,22 +263,52 @@ pub fn processes() -> Vec<(i32, String)> {
         .collect()
 }
 
+/// The QEMU processes (VMs) whose command line carries `marker`, as (pid, command line).
+///
+/// A VM's QEMU forks: libslirp spawns the guestfwd relay (`cmd:`) for every connection the
+/// guest opens through it (pgBackRest's WAL pushes to S3 open one every few seconds) with
+/// GLib's double fork, and until the grandchild execs, both copies carry QEMU's command line.
+/// Counting those made `local_ha` see 4 VMs for 3 once in CI. So a VM is a process seen in
+/// two readings half a second apart whose parent is not itself a QEMU of the marker: a fork
+/// lives microseconds before its exec, a second (daemonized) QEMU of the same node persists.
+pub fn qemus(marker: &str) -> Vec<(i32, String)> {
+    let read = || -> Vec<(i32, String)> {
+        processes()
+            .into_iter()
+            .filter(|(_, c)| c.starts_with("qemu-system") && c.contains(marker))
+            .collect()
+    };
+    let first = read();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = read();
+    let pids: HashSet<i32> = second.iter().map(|(p, _)| *p).collect();
+    second
+        .iter()
+        .filter(|(pid, c)| first.iter().any(|(p, c1)| p == pid && c1 == c))
+        .filter(|(pid, _)| !parent_of(*pid).is_some_and(|pp| pids.contains(&pp)))
+        .cloned()
+        .collect()
+}
+
+/// A process's parent pid, from /proc/PID/stat ("pid (comm) state ppid …"; comm may hold
+/// spaces, so the fields are read after its last ')').
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The pid of one node's QEMU process (what a test kills to take a node down hard).
 pub fn qemu_pid(run: &str, node: &str) -> Option<i32> {
-    let marker = format!("dbctl-{run}-{node},");
-    processes()
+    qemus(&format!("dbctl-{run}-{node},"))
         .into_iter()
-        .find(|(_, c)| c.starts_with("qemu-system") && c.contains(&marker))
+        .next()
         .map(|(pid, _)| pid)
 }
 
-/// QEMU processes of a run, found by the process name dbctl gives them.
+/// QEMU processes of a run (its VMs), found by the process name dbctl gives them.
 pub fn qemu_processes(run: &str) -> usize {
-    let marker = format!("dbctl-{run}-");
-    processes()
-        .iter()
-        .filter(|(_, c)| c.starts_with("qemu-system") && c.contains(&marker))
-        .count()
+    qemus(&format!("dbctl-{run}-")).len()
 }
 
 /// What `dbctl connect` hands out, parsed.

@@ -148,15 +148,13 @@ impl Drop for Twin {
     }
 }
 
-/// QEMU processes the twin started (named `ec2-twin-<instance id>`).
+/// QEMU processes the twin started (named `ec2-twin-<instance id>`, their files in its
+/// state directory); forks of a VM are not counted (see `support::qemus`).
 pub fn twin_qemus(state: &Path) -> usize {
     let marker = state.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("qemu-system") && c.contains("ec2-twin-") && c.contains(&marker))
+    crate::support::qemus(&marker)
+        .iter()
+        .filter(|(_, c)| c.contains("ec2-twin-"))
         .count()
 }
 
