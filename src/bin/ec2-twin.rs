@@ -162,11 +162,14 @@ async fn serve(
     let layout = machine::Layout {
         root: state.clone(),
     };
+    let block = dbctl::twin::loopback::Block::take()?;
+    tracing::info!(block = %format!("127.{}.0.0/16", block.octet), "public addresses");
     let fleet = Arc::new(Fleet::new(
         layout.clone(),
         images,
         upstream.clone(),
         dbctl::twin::security::moto_client(moto),
+        block,
     ));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let endpoint = format!("http://{}", listener.local_addr()?);

@@ -51,6 +51,8 @@ pub struct Fleet {
     upstream: Upstream,
     /// moto itself, typed, for the reads security groups need (`security::read`).
     ec2: aws_sdk_ec2::Client,
+    /// This twin's loopback block, for public addresses (`loopback`).
+    block: loopback::Block,
     state: Mutex<State>,
 }
 
@@ -60,6 +62,7 @@ impl Fleet {
         images: BTreeMap<String, Image>,
         upstream: Upstream,
         ec2: aws_sdk_ec2::Client,
+        block: loopback::Block,
     ) -> Fleet {
         let state = std::fs::read_to_string(layout.root.join("fleet.json"))
             .ok()
@@ -70,6 +73,7 @@ impl Fleet {
             images,
             upstream,
             ec2,
+            block,
             state: Mutex::new(state),
         }
     }
@@ -110,7 +114,7 @@ impl Fleet {
             let n = state.next;
             state.next += 1;
             let public_ip = facts.public_ip.as_ref().map(|moto| {
-                let lo = loopback::address(n);
+                let lo = self.block.address(n);
                 state.rewrites.insert(moto, &lo);
                 lo
             });
