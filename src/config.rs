@@ -273,6 +273,12 @@ pub struct AwsSection {
     /// Sources allowed on 5432 besides the VPC (never 0.0.0.0/0).
     pub extra_pg_cidrs: Vec<String>,
     pub vpc_cidr: String,
+    /// A VPC the account already has (the network team's): instances go into its subnets and
+    /// dbctl creates, changes and deletes nothing of it. Unset: a VPC made for each instance.
+    pub vpc_id: Option<String>,
+    /// With `vpc_id`: the subnets to use, one per zone (default: the VPC's, when each zone has
+    /// only one).
+    pub subnet_ids: Vec<String>,
     /// Internet gateway + public IPs (needed for dbctl to SSH in from outside the VPC).
     pub public: bool,
     /// How long the deploy stage waits for a node's host key and SSH before failing the run.
@@ -289,6 +295,8 @@ impl Default for AwsSection {
             ssh_cidr: None,
             extra_pg_cidrs: Vec::new(),
             vpc_cidr: "10.42.0.0/16".into(),
+            vpc_id: None,
+            subnet_ids: Vec::new(),
             public: true,
             ssh_wait_secs: 600,
         }

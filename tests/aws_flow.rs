@@ -449,6 +449,17 @@ async fn open_or_unreachable_network_settings_are_refused_before_anything_is_cre
         // No SSH rule: nothing could reach the private-only instance, deploy would only wait.
         ("ssh_wait_secs = 2\n".into(), vec![], "ssh_cidr:"),
         (private, vec![], "aws.public:"),
+        // The account's VPC by an id EC2 would refuse, or subnets with no VPC to be in.
+        (
+            format!("{narrow}vpc_id = \"my-vpc\"\n"),
+            vec![],
+            "aws.vpc_id:",
+        ),
+        (
+            format!("{narrow}subnet_ids = [\"subnet-0a1b\"]\n"),
+            vec![],
+            "aws.subnet_ids:",
+        ),
     ];
     for (aws, flags, field) in cases {
         let env = Env::aws(&format!("[aws]\n{aws}"));
@@ -713,5 +724,230 @@ async fn gc_sweeps_what_a_run_left_once_its_journal_is_gone_and_nothing_of_other
     assert_eq!(
         other.run(&["rollback", &theirs], None).status.code(),
         Some(0)
+    );
+}
+
+/// The network team's VPC (`aws.vpc_id`): a public subnet in us-east-1a (its own route table
+/// to an internet gateway, no public IPs mapped on launch) and a private one in us-east-1b.
+/// Returns (vpc, public subnet, private subnet).
+async fn team_vpc(ec2: &Ec2) -> (String, String, String) {
+    let sdk = ec2.sdk();
+    let vpc = sdk
+        .create_vpc()
+        .cidr_block("10.60.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = |cidr: &'static str, zone: &'static str| {
+        let vpc = vpc.clone();
+        async move {
+            let s = sdk
+                .create_subnet()
+                .vpc_id(vpc)
+                .cidr_block(cidr)
+                .availability_zone(zone)
+                .send()
+                .await
+                .unwrap();
+            s.subnet().unwrap().subnet_id().unwrap().to_string()
+        }
+    };
+    let public = subnet("10.60.0.0/24", "us-east-1a").await;
+    let private = subnet("10.60.1.0/24", "us-east-1b").await;
+    let igw = sdk.create_internet_gateway().send().await.unwrap();
+    let igw = igw
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    sdk.attach_internet_gateway()
+        .internet_gateway_id(&igw)
+        .vpc_id(&vpc)
+        .send()
+        .await
+        .unwrap();
+    let rt = sdk.create_route_table().vpc_id(&vpc).send().await.unwrap();
+    let rt = rt
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    sdk.create_route()
+        .route_table_id(&rt)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw)
+        .send()
+        .await
+        .unwrap();
+    sdk.associate_route_table()
+        .route_table_id(&rt)
+        .subnet_id(&public)
+        .send()
+        .await
+        .unwrap();
+    (vpc, public, private)
+}
+
+/// How many VPCs, subnets, gateways and route tables `vpc` has: what dbctl must never change.
+async fn network_of(ec2: &Ec2, vpc: &str) -> (usize, usize, usize, usize) {
+    let sdk = ec2.sdk();
+    let by_vpc = || {
+        aws_sdk_ec2::types::Filter::builder()
+            .name("vpc-id")
+            .values(vpc)
+            .build()
+    };
+    let vpcs = sdk.describe_vpcs().vpc_ids(vpc).send().await.unwrap();
+    let subnets = sdk
+        .describe_subnets()
+        .filters(by_vpc())
+        .send()
+        .await
+        .unwrap();
+    let igws = sdk
+        .describe_internet_gateways()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.vpc-id")
+                .values(vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tables = sdk
+        .describe_route_tables()
+        .filters(by_vpc())
+        .send()
+        .await
+        .unwrap();
+    (
+        vpcs.vpcs().len(),
+        subnets.subnets().len(),
+        igws.internet_gateways().len(),
+        tables.route_tables().len(),
+    )
+}
+
+/// `aws.vpc_id`: the instance goes into the account's VPC, in its public subnet, with a public
+/// address of its own; dbctl makes only the run's security group, key pair, instance and volume
+/// there, and the rollback removes exactly those. The VPC, its subnets, gateway and routes are
+/// the same before, during and after. Settings that cannot work are refused before anything is
+/// created (exit 2, naming the field).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_vpc_is_used_as_it_is_and_only_the_runs_own_resources_are_removed() {
+    let _moto = moto::session().await;
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let (vpc, public, private) = team_vpc(&ec2).await;
+    let before = network_of(&ec2, &vpc).await;
+    let aws = |extra: &str| {
+        Env::aws(&format!(
+            "[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n{extra}"
+        ))
+    };
+
+    let refused = [
+        (
+            "vpc_id = \"vpc-0000dead\"\n".to_string(),
+            "aws.vpc_id: no VPC vpc-0000dead",
+        ),
+        (
+            format!("vpc_id = \"{vpc}\"\nsubnet_ids = [\"{private}\"]\n"),
+            "aws.subnet_ids: ",
+        ),
+        (
+            format!("vpc_id = \"{vpc}\"\nsubnet_ids = [\"subnet-0000dead\"]\n"),
+            "aws.subnet_ids: subnet-0000dead is not a subnet of",
+        ),
+    ];
+    for (extra, says) in &refused {
+        let env = aws(extra);
+        let out = env.run(&["create", "db"], None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(says), "{extra}: {err}");
+        assert!(!env.journal_path().exists(), "{extra}: nothing journaled");
+    }
+
+    // No subnet_ids: the VPC's public subnet is the one a public run can use, so the node is
+    // placed in its zone.
+    let env = aws(&format!("vpc_id = \"{vpc}\"\n"));
+    let out = env.run(&["create", "db", "--on-failure", "keep"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "fails only at deploy: {}",
+        stderr(&out)
+    );
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let net = outputs(&st, "provision.network");
+    assert_eq!(net["vpc_id"], vpc.as_str());
+    assert_eq!(net["existing"], true);
+    let vm = outputs(&st, "provision.vm.primary");
+    assert_eq!(vm["subnet_id"], public.as_str(), "{vm}");
+    assert_eq!(vm["zone"], "us-east-1a");
+    assert!(
+        vm["public_ip"].is_string(),
+        "a public address of its own: {vm}"
+    );
+    let kinds = by_kind(&run).await;
+    for k in ["Vpc", "Subnet", "InternetGateway", "RouteTable"] {
+        assert_eq!(kinds.get(k), None, "nothing of the network made: {kinds:?}");
+    }
+    for k in [
+        "SecurityGroup",
+        "Instance",
+        "KeyPair",
+        "Volume:provision.disk.primary",
+    ] {
+        assert_eq!(kinds.get(k), Some(&1), "{k}: {kinds:?}");
+    }
+    // The group admits PostgreSQL from the VPC's own range.
+    let sg = outputs(&st, "provision.firewall");
+    let groups = ec2
+        .sdk()
+        .describe_security_groups()
+        .group_ids(sg["group_id"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let group = &groups.security_groups()[0];
+    assert_eq!(group.vpc_id(), Some(vpc.as_str()));
+    assert!(
+        group
+            .ip_permissions()
+            .iter()
+            .any(|p| p.from_port() == Some(5432)
+                && p.ip_ranges()
+                    .iter()
+                    .any(|r| r.cidr_ip() == Some("10.60.0.0/16"))),
+        "{group:?}"
+    );
+    assert_eq!(network_of(&ec2, &vpc).await, before, "the VPC as it was");
+
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(by_kind(&run).await.is_empty(), "{:?}", by_kind(&run).await);
+    assert_eq!(
+        network_of(&ec2, &vpc).await,
+        before,
+        "the VPC is still the team's"
+    );
+    let subnet = ec2
+        .sdk()
+        .describe_subnets()
+        .subnet_ids(&public)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        subnet.subnets()[0].map_public_ip_on_launch(),
+        Some(true),
+        "the subnet's attributes are not dbctl's to change"
     );
 }

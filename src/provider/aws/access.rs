@@ -213,7 +213,8 @@ impl NodeAccess for AwsAccess {
             .map_err(step_err)?;
         let zone = dns.find_private_zone(zone_name).await.map_err(step_err)?;
         // The VPC must be associated for its instances to resolve the zone's names.
-        dns.associate_vpc(&zone, &network.vpc_id, &region)
+        let association = dns
+            .associate_vpc(&zone, &network.vpc_id, &region)
             .await
             .map_err(step_err)?;
         dns.upsert_a_records(&zone, records, 60)
@@ -223,6 +224,8 @@ impl NodeAccess for AwsAccess {
             "route53_zone": zone_name,
             "zone_id": zone.as_str(),
             "vpc_id": network.vpc_id,
+            // Whether this run made the association (the undo removes only that one).
+            "associated": association == super::route53::Association::Added,
             "region": region,
             "names": records.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         })))
@@ -237,7 +240,17 @@ impl NodeAccess for AwsAccess {
             .map_err(step_err)?;
         let zone = dns.find_private_zone(zone_name).await.map_err(step_err)?;
         dns.delete_records(&zone, names).await.map_err(step_err)?;
-        if let Ok(network) = input::<super::NetworkOut>(ctx, "provision.network") {
+        // The account's VPC (`aws.vpc_id`) keeps the associations it had: the network team's,
+        // or one this run made and whose record a crash lost (rare, and harmless to leave).
+        let made_here = ctx
+            .outputs
+            .as_ref()
+            .and_then(|o| o.pointer("/provider_dns/associated"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        if let Ok(network) = input::<super::NetworkOut>(ctx, "provision.network")
+            && (!network.existing || made_here)
+        {
             let region = self.env.ec2().await?.region().to_string();
             dns.disassociate_vpc(&zone, &network.vpc_id, &region)
                 .await

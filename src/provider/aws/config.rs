@@ -18,6 +18,10 @@ pub struct AwsSettings {
     /// Extra sources allowed on 5432 besides the VPC. A `/0` here is rejected.
     pub extra_pg_cidrs: Vec<String>,
     pub vpc_cidr: String,
+    /// An existing VPC to use instead of creating one (`existing_vpc`).
+    pub vpc_id: Option<String>,
+    /// With `vpc_id`: its subnets to use, one per zone (empty: the VPC's own, one per zone).
+    pub subnet_ids: Vec<String>,
     /// Give the subnets an internet gateway route and instances a public IP.
     pub public: bool,
 }
@@ -31,6 +35,8 @@ impl Default for AwsSettings {
             ssh_cidr: None,
             extra_pg_cidrs: Vec::new(),
             vpc_cidr: "10.42.0.0/16".to_string(),
+            vpc_id: None,
+            subnet_ids: Vec::new(),
             public: true,
         }
     }

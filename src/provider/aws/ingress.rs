@@ -34,7 +34,10 @@ pub(crate) fn check(config: &AwsSection, spec: &InstanceSpec) -> Result<(), Vali
             "must not open SSH (22) to the whole internet; give your own address range",
         ));
     }
-    if !config.public {
+    existing_vpc_ids(config)?;
+    // In the account's own VPC (`aws.vpc_id`), private addresses are a way in when dbctl runs
+    // inside it or is routed into it (VPN, peering, a bastion's tunnel).
+    if !config.public && config.vpc_id.is_none() {
         return Err(ValidationError::new(
             "aws.public",
             "false gives the nodes no public address, and dbctl (outside the run's new VPC) \
@@ -55,6 +58,39 @@ pub(crate) fn check(config: &AwsSection, spec: &InstanceSpec) -> Result<(), Vali
             "aws.extra_pg_cidrs",
             "together with aws.vpc_cidr these ranges cover the whole internet; PostgreSQL (5432) \
              is never opened to it",
+        ));
+    }
+    Ok(())
+}
+
+/// `aws.vpc_id` and `aws.subnet_ids` as EC2 spells them, and subnets only with a VPC: a typo
+/// is refused here (exit 2, before anything is created), not by EC2 half-way through a run.
+fn existing_vpc_ids(config: &AwsSection) -> Result<(), ValidationError> {
+    let well_formed = |id: &str, prefix: &str| {
+        id.strip_prefix(prefix)
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    if let Some(vpc) = &config.vpc_id
+        && !well_formed(vpc, "vpc-")
+    {
+        return Err(ValidationError::new(
+            "aws.vpc_id",
+            format!("{vpc:?} is not a VPC id (vpc- and hex digits, as in vpc-0a1b2c3d)"),
+        ));
+    }
+    for (i, id) in config.subnet_ids.iter().enumerate() {
+        if !well_formed(id, "subnet-") {
+            return Err(ValidationError::new(
+                format!("aws.subnet_ids[{i}]"),
+                format!("{id:?} is not a subnet id (subnet- and hex digits)"),
+            ));
+        }
+    }
+    if !config.subnet_ids.is_empty() && config.vpc_id.is_none() {
+        return Err(ValidationError::new(
+            "aws.subnet_ids",
+            "subnets are used only in the account's own VPC: set aws.vpc_id too (without it \
+             dbctl makes the run's VPC and its subnets)",
         ));
     }
     Ok(())
@@ -125,5 +161,38 @@ mod tests {
             ..config(Some("203.0.113.0/24"), &[])
         };
         assert_eq!(field(check(&private, &spec(None))), "aws.public");
+        // In the account's own VPC the private addresses are the way in (VPN, peering, dbctl
+        // running inside it).
+        let inside = AwsSection {
+            vpc_id: Some("vpc-0a1b2c3d".into()),
+            ..private
+        };
+        assert!(check(&inside, &spec(None)).is_ok());
+    }
+
+    #[test]
+    fn existing_vpc_ids_are_checked_before_anything_is_made() {
+        let base = config(Some("203.0.113.0/24"), &[]);
+        let with = |vpc: Option<&str>, subnets: &[&str]| AwsSection {
+            vpc_id: vpc.map(String::from),
+            subnet_ids: subnets.iter().map(|s| s.to_string()).collect(),
+            ..base.clone()
+        };
+        assert!(check(&with(Some("vpc-0a1b2c3d"), &["subnet-12ab"]), &spec(None)).is_ok());
+        assert_eq!(
+            field(check(&with(Some("my-vpc"), &[]), &spec(None))),
+            "aws.vpc_id"
+        );
+        assert_eq!(
+            field(check(
+                &with(Some("vpc-0a1b"), &["subnet-1", "sn-2"]),
+                &spec(None)
+            )),
+            "aws.subnet_ids[1]"
+        );
+        assert_eq!(
+            field(check(&with(None, &["subnet-12ab"]), &spec(None))),
+            "aws.subnet_ids"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, Instance, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, Placement, ResourceType,
-    VolumeType,
+    InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceStateName,
+    InstanceType, Placement, ResourceType, VolumeType,
 };
 
 use super::Ec2;
@@ -186,16 +186,30 @@ impl Ec2 {
             .min_count(1)
             .max_count(1)
             .key_name(&req.key_name)
-            .subnet_id(&req.subnet_id)
             // The subnet's zone, said explicitly: what a capacity error is about is then in
             // the request itself (and fault injection can target one zone).
             .placement(Placement::builder().availability_zone(&req.zone).build())
-            .security_group_ids(&req.security_group_id)
             .metadata_options(metadata)
             .block_device_mappings(root_volume(&root_device))
             .client_token(client_token)
             .tag_specifications(tags.spec(ResourceType::Instance, step))
             .tag_specifications(tags.spec(ResourceType::Volume, step));
+        call = if self.settings.vpc_id.is_some() && self.settings.public {
+            // The account's subnet need not map public IPs on launch, and dbctl changes
+            // nothing of it (`existing_vpc`): the instance asks for its own.
+            call.network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(&req.subnet_id)
+                    .groups(&req.security_group_id)
+                    .associate_public_ip_address(true)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+        } else {
+            call.subnet_id(&req.subnet_id)
+                .security_group_ids(&req.security_group_id)
+        };
         if let Some(data) = &req.user_data {
             call = call.user_data(aws_smithy_types::base64::encode(data.as_bytes()));
         }

@@ -20,6 +20,9 @@ pub struct NetworkOut {
     /// Set when the network is public.
     pub internet_gateway_id: Option<String>,
     pub route_table_id: Option<String>,
+    /// The account's own VPC (`aws.vpc_id`), not made by dbctl: never changed nor deleted.
+    #[serde(default)]
+    pub existing: bool,
 }
 
 impl NetworkOut {
@@ -37,6 +40,20 @@ pub struct SubnetOut {
 }
 
 impl Ec2 {
+    /// The run's network in `zones`: the account's VPC when `aws.vpc_id` names one (nothing
+    /// made: `existing_vpc`), else the run's own (`ensure_network`).
+    pub async fn network_for(
+        &self,
+        tags: &RunTags,
+        step: &str,
+        zones: &[String],
+    ) -> Result<NetworkOut, AwsError> {
+        if self.settings.vpc_id.is_some() {
+            return self.existing_network().await?.for_zones(zones);
+        }
+        self.ensure_network(tags, step, zones).await
+    }
+
     /// Ensures the run's VPC (`settings.vpc_cidr`, DNS hostnames on), one subnet per zone, and,
     /// when `settings.public`, an internet gateway with a default route for those subnets.
     ///
@@ -120,6 +137,7 @@ impl Ec2 {
             subnets,
             internet_gateway_id,
             route_table_id,
+            existing: false,
         })
     }
 
@@ -317,7 +335,11 @@ impl Ec2 {
         Ok(ids)
     }
 
-    async fn subnets_of(&self, vpc_id: &str, label: &str) -> Result<Vec<Subnet>, AwsError> {
+    pub(crate) async fn subnets_of(
+        &self,
+        vpc_id: &str,
+        label: &str,
+    ) -> Result<Vec<Subnet>, AwsError> {
         let out = self
             .client
             .describe_subnets()
@@ -352,7 +374,7 @@ impl Ec2 {
     }
 }
 
-fn subnet_out(s: &Subnet) -> SubnetOut {
+pub(crate) fn subnet_out(s: &Subnet) -> SubnetOut {
     SubnetOut {
         zone: s.availability_zone().unwrap_or_default().to_string(),
         subnet_id: s.subnet_id().unwrap_or_default().to_string(),

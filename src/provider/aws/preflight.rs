@@ -81,6 +81,34 @@ pub async fn run(env: &AwsEnv, spec: &InstanceSpec, permissions: bool) -> Prefli
             detail: e.to_string(),
         }),
     }
+    // The account's VPC (`aws.vpc_id`): refused before anything is created when it or its
+    // subnets will not do; nodes are placed only in zones where it has a subnet to use.
+    if s.vpc_id.is_some() {
+        match ec2.existing_network().await {
+            Ok(net) => {
+                p.checks.push(Check {
+                    name: "network".into(),
+                    ok: true,
+                    detail: format!(
+                        "{} ({}), subnets in {}",
+                        net.vpc_id,
+                        net.vpc_cidr,
+                        net.zones().join(", ")
+                    ),
+                });
+                let usable = net.zones();
+                p.zones = Some(match p.zones.take() {
+                    Some(offered) => offered.into_iter().filter(|z| usable.contains(z)).collect(),
+                    None => usable,
+                });
+            }
+            Err(e) => p.checks.push(Check {
+                name: "network".into(),
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+    }
     if !permissions {
         return p;
     }
@@ -137,8 +165,9 @@ pub async fn run(env: &AwsEnv, spec: &InstanceSpec, permissions: bool) -> Prefli
         }),
     }
     let nodes = spec.nodes();
-    p.creates = vec![
-        format!(
+    let network = match &s.vpc_id {
+        Some(vpc) => format!("nothing of {vpc} (aws.vpc_id): its subnets are used as they are"),
+        None => format!(
             "VPC {} with one subnet per zone used{}",
             s.vpc_cidr,
             if s.public {
@@ -147,6 +176,9 @@ pub async fn run(env: &AwsEnv, spec: &InstanceSpec, permissions: bool) -> Prefli
                 ""
             }
         ),
+    };
+    p.creates = vec![
+        network,
         format!(
             "security group: 5432 from the VPC{}; 9100/9187 (exporters) from the VPC; 22 from {}",
             if s.extra_pg_cidrs.is_empty() {

@@ -57,6 +57,8 @@ impl AwsEnv {
             ssh_cidr: spec.ssh_cidr.clone().or_else(|| config.ssh_cidr.clone()),
             extra_pg_cidrs: config.extra_pg_cidrs.clone(),
             vpc_cidr: config.vpc_cidr.clone(),
+            vpc_id: config.vpc_id.clone(),
+            subnet_ids: config.subnet_ids.clone(),
             public: config.public,
         };
         AwsEnv {
@@ -161,10 +163,15 @@ impl AwsStep {
         first: AwsError,
     ) -> Result<InstanceOut, StepError> {
         let instance_type = self.env.settings.instance_type.clone();
-        let offered = ec2
+        let mut offered = ec2
             .available_zones(&instance_type)
             .await
             .map_err(step_err)?;
+        if self.env.settings.vpc_id.is_some() {
+            // The account's VPC: only zones where it has a subnet dbctl may use.
+            let existing = ec2.existing_network().await.map_err(step_err)?;
+            offered.retain(|z| existing.zones().contains(z));
+        }
         // Anti-affinity: no zone planned for a sibling, nor one a sibling moved to.
         let mut placed = self.zones.clone();
         placed.extend(
@@ -189,7 +196,7 @@ impl AwsStep {
             zones.sort();
             zones.dedup();
             let net = ec2
-                .ensure_network(tags, "provision.network", &zones)
+                .network_for(tags, "provision.network", &zones)
                 .await
                 .map_err(step_err)?;
             let subnet = net
@@ -232,6 +239,27 @@ impl Step for AwsStep {
         let ec2 = self.env.ec2().await?;
         let tags = self.env.tags(ctx)?;
         let step = self.step.as_str();
+        if matches!(self.action, Action::Network) && self.env.settings.vpc_id.is_some() {
+            // The account's VPC: read, never made or journaled as the run's (`existing_vpc`).
+            let mut zones = self.zones.clone();
+            zones.sort();
+            zones.dedup();
+            let net = ec2
+                .existing_network()
+                .await
+                .and_then(|n| n.for_zones(&zones))
+                .map_err(step_err)?;
+            ctx.log(&format!(
+                "using the account's {} (aws.vpc_id): {}",
+                net.vpc_id,
+                net.subnets
+                    .iter()
+                    .map(|s| format!("{} in {}", s.subnet_id, s.zone))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(json(net));
+        }
         let kind = match &self.action {
             Action::Network => "vpc",
             Action::Firewall => "security-group",
@@ -369,6 +397,13 @@ impl Step for AwsStep {
         let ec2 = self.env.ec2().await?;
         let tags = self.env.tags(ctx)?;
         let step = self.step.as_str();
+        if matches!(self.action, Action::Network)
+            && (self.env.settings.vpc_id.is_some()
+                || own::<NetworkOut>(ctx).is_some_and(|n| n.existing))
+        {
+            // Not the run's: nothing of the account's VPC is ever deleted.
+            return Ok(());
+        }
         let (kind, res) = match &self.action {
             Action::Network => (
                 "vpc",
