@@ -727,6 +727,118 @@ async fn gc_sweeps_what_a_run_left_once_its_journal_is_gone_and_nothing_of_other
     );
 }
 
+/// `gc` and the names runs published in the network team's Route53 zone: a run of this
+/// installation whose journal is gone left its names (A records and the TXT record saying
+/// whose they are, as register.dns writes them); another installation left one too, and the
+/// team has a name of its own. The dry run lists exactly this installation's name with its
+/// run, and gc removes that name and its marker, nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_removes_the_route53_names_a_lost_run_published_and_nobody_elses() {
+    use dbctl::provider::aws::Dns;
+    use dbctl::provider::aws::route53_owner::Ownership;
+    let _moto = moto::session().await;
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let dns = Dns::connect(&AwsSettings::default()).await.unwrap();
+    let vpc = ec2
+        .sdk()
+        .create_vpc()
+        .cidr_block("10.200.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    dns.sdk()
+        .create_hosted_zone()
+        .name("dbctl.internal")
+        .caller_reference("network-team")
+        .hosted_zone_config(
+            aws_sdk_route53::types::HostedZoneConfig::builder()
+                .private_zone(true)
+                .build(),
+        )
+        .vpc(
+            aws_sdk_route53::types::Vpc::builder()
+                .vpc_id(vpc.vpc().unwrap().vpc_id().unwrap())
+                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let zone = dns.find_private_zone("dbctl.internal").await.unwrap();
+    let config = "[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n\
+                  [register]\nroute53_zone = \"dbctl.internal\"\n";
+    let env = Env::aws(config);
+    let other = Env::aws(config);
+    let publish = |state: std::path::PathBuf, run: &'static str, name: &'static str| {
+        let dns = &dns;
+        let zone = &zone;
+        async move {
+            let who = Ownership {
+                owner: dbctl::provider::leftovers::owner_id(&state),
+                run_id: run.into(),
+            };
+            let records = vec![(name.to_string(), vec!["10.42.0.10".to_string()])];
+            dns.claim(zone, &[name.to_string()], 60, &who)
+                .await
+                .unwrap();
+            dns.upsert_a_records(zone, &records, 60).await.unwrap();
+        }
+    };
+    publish(env.path("state"), "run-lost", "db.default.dbctl.internal").await;
+    publish(
+        other.path("state"),
+        "run-theirs",
+        "theirs.default.dbctl.internal",
+    )
+    .await;
+    dns.upsert_a_records(
+        &zone,
+        &[(
+            "mail.dbctl.internal".to_string(),
+            vec!["10.200.0.5".to_string()],
+        )],
+        300,
+    )
+    .await
+    .unwrap();
+    let all = || async { dns.list_records(&zone, "").await.unwrap() };
+    assert_eq!(all().await.len(), 3);
+
+    let (code, dry) = env.json(&["gc", "--dry-run", "--provider", "aws"]);
+    assert_eq!(code, 0, "{dry}");
+    assert_eq!(
+        sweeps(&dry),
+        [(
+            "run-lost".to_string(),
+            vec!["Route53 name db.default.dbctl.internal in dbctl.internal".to_string()]
+        )],
+        "{dry}"
+    );
+    assert_eq!(all().await.len(), 3, "the dry run removed something");
+
+    let (code, done) = env.json(&["gc", "--provider", "aws"]);
+    assert_eq!(code, 0, "{done}");
+    let names: Vec<String> = all().await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["mail.dbctl.internal", "theirs.default.dbctl.internal"],
+        "only this installation's lost name"
+    );
+    let owner = dbctl::provider::leftovers::owner_id(&env.path("state"));
+    assert!(
+        dns.owned_names(&zone, &owner).await.unwrap().is_empty(),
+        "its marker too"
+    );
+    let theirs = dbctl::provider::leftovers::owner_id(&other.path("state"));
+    assert_eq!(
+        dns.owned_names(&zone, &theirs).await.unwrap(),
+        [(
+            "theirs.default.dbctl.internal".to_string(),
+            "run-theirs".to_string()
+        )]
+    );
+}
+
 /// The network team's VPC (`aws.vpc_id`): a public subnet in us-east-1a (its own route table
 /// to an internet gateway, no public IPs mapped on launch) and a private one in us-east-1b.
 /// Returns (vpc, public subnet, private subnet).

@@ -118,6 +118,13 @@ async fn single_node(twin: &Twin) {
         )],
         "Route53 after the create"
     );
+    // Beside it, whose it is (what `gc` finds it by if the journal is lost).
+    let owner = dbctl::provider::leftovers::owner_id(&env.path("state"));
+    assert_eq!(
+        dns.owned_names(&zone, &owner).await.unwrap(),
+        [("tw.default.dbctl.internal".to_string(), run.clone())],
+        "the name's ownership record"
+    );
 
     // 2. Directly: the public address, closed on 5432 (the group opens it to the VPC only,
     // so the twin forwards nothing there, as EC2 drops it).
@@ -237,6 +244,10 @@ async fn single_node(twin: &Twin) {
     destroy_leaves_nothing(&env, twin, "tw", &run).await;
     let names = dns.list_records(&zone, "dbctl.internal").await.unwrap();
     assert!(names.is_empty(), "names left after destroy: {names:?}");
+    assert!(
+        dns.owned_names(&zone, &owner).await.unwrap().is_empty(),
+        "ownership records left after destroy"
+    );
 }
 
 /// The twin's security groups without VMs: what moto holds becomes the VPC network's policy

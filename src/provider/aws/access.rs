@@ -217,6 +217,13 @@ impl NodeAccess for AwsAccess {
             .associate_vpc(&zone, &network.vpc_id, &region)
             .await
             .map_err(step_err)?;
+        // Who made the names, before the names: `gc` finds them by it if the journal is lost.
+        let who = super::route53_owner::Ownership {
+            owner: crate::provider::leftovers::owner_id(&self.env.state_dir),
+            run_id: ctx.run_id.clone(),
+        };
+        let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
+        dns.claim(&zone, &names, 60, &who).await.map_err(step_err)?;
         dns.upsert_a_records(&zone, records, 60)
             .await
             .map_err(step_err)?;
@@ -240,6 +247,8 @@ impl NodeAccess for AwsAccess {
             .map_err(step_err)?;
         let zone = dns.find_private_zone(zone_name).await.map_err(step_err)?;
         dns.delete_records(&zone, names).await.map_err(step_err)?;
+        // After the names: a crash in between leaves the marker `gc` sweeps by.
+        dns.release(&zone, names).await.map_err(step_err)?;
         // The account's VPC (`aws.vpc_id`) keeps the associations it had: the network team's,
         // or one this run made and whose record a crash lost (rare, and harmless to leave).
         let made_here = ctx

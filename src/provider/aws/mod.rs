@@ -38,6 +38,7 @@ pub mod network;
 mod preflight;
 pub mod provider;
 pub mod route53;
+pub mod route53_owner;
 pub mod routing;
 pub mod security_group;
 mod steps;

@@ -48,6 +48,28 @@ impl Aws {
             .map_err(|e| e.to_string())
     }
 
+    /// The configured Route53 zone (`register.route53_zone`), for sweeping the names runs
+    /// left there; `None` when none is configured.
+    async fn route53(
+        &self,
+    ) -> Result<Option<(super::Dns, super::route53::ZoneId, String)>, String> {
+        let Some(zone_name) = self.register.route53_zone.clone() else {
+            return Ok(None);
+        };
+        let settings = super::AwsSettings {
+            region: self.config.region.clone(),
+            ..Default::default()
+        };
+        let dns = super::Dns::connect(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        let zone = dns
+            .find_private_zone(&zone_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some((dns, zone, zone_name)))
+    }
+
     fn env(&self, run: &RunInfo<'_>) -> Arc<AwsEnv> {
         let mut envs = self.envs.lock().unwrap_or_else(|p| p.into_inner());
         envs.entry(run.run_id.to_string())
@@ -132,7 +154,7 @@ impl Provider for Aws {
             .owned_resources(&owner)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(found
+        let mut leftovers: Vec<Leftover> = found
             .into_iter()
             .filter_map(|r| {
                 let state = r.state.map(|s| format!(" ({s})")).unwrap_or_default();
@@ -141,12 +163,44 @@ impl Provider for Aws {
                     run_id: r.run?,
                 })
             })
-            .collect())
+            .collect();
+        if let Some((dns, zone, zone_name)) = self.route53().await? {
+            for (name, run_id) in dns
+                .owned_names(&zone, &owner)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                leftovers.push(Leftover {
+                    what: format!("Route53 name {name} in {zone_name}"),
+                    run_id,
+                });
+            }
+        }
+        Ok(leftovers)
     }
 
     async fn remove_leftovers(&self, run_id: &str) -> Result<(), String> {
         let ec2 = self.sweeper().await?;
-        ec2.sweep_run(run_id).await.map_err(|e| e.to_string())
+        ec2.sweep_run(run_id).await.map_err(|e| e.to_string())?;
+        if let Some((dns, zone, _)) = self.route53().await? {
+            let owner = crate::provider::leftovers::owner_id(&self.state_dir);
+            let names: Vec<String> = dns
+                .owned_names(&zone, &owner)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(_, run)| run == run_id)
+                .map(|(name, _)| name)
+                .collect();
+            // The names, then the markers that say whose they are (`route53_owner`).
+            dns.delete_records(&zone, &names)
+                .await
+                .map_err(|e| e.to_string())?;
+            dns.release(&zone, &names)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn bind(&self, run: &RunInfo<'_>, step: &str, action: &Action) -> Arc<dyn Step> {

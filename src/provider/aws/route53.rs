@@ -375,8 +375,34 @@ impl Dns {
         suffix: &str,
     ) -> Result<Vec<(String, Vec<String>)>, AwsError> {
         let suffix = normalize(suffix);
-        let resource = format!("records of hosted zone {zone}");
         let mut found = Vec::new();
+        for set in self.record_sets(zone).await? {
+            let name = normalize(set.name());
+            if *set.r#type() != RrType::A
+                || set.resource_records().is_empty()
+                || !is_under(&name, &suffix)
+            {
+                continue;
+            }
+            let mut addrs: Vec<String> = set
+                .resource_records()
+                .iter()
+                .map(|r| r.value().to_string())
+                .collect();
+            addrs.sort_by_key(|a| a.parse::<Ipv4Addr>().ok());
+            found.push((name, addrs));
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Every record set of `zone`, all pages.
+    pub(super) async fn record_sets(
+        &self,
+        zone: &ZoneId,
+    ) -> Result<Vec<ResourceRecordSet>, AwsError> {
+        let resource = format!("records of hosted zone {zone}");
+        let mut sets = Vec::new();
         let mut start: Option<(String, RrType, Option<String>)> = None;
         loop {
             let mut req = self
@@ -393,22 +419,7 @@ impl Dns {
                 .send()
                 .await
                 .map_err(error::fail("ListResourceRecordSets", &resource))?;
-            for set in out.resource_record_sets() {
-                let name = normalize(set.name());
-                if *set.r#type() != RrType::A
-                    || set.resource_records().is_empty()
-                    || !is_under(&name, &suffix)
-                {
-                    continue;
-                }
-                let mut addrs: Vec<String> = set
-                    .resource_records()
-                    .iter()
-                    .map(|r| r.value().to_string())
-                    .collect();
-                addrs.sort_by_key(|a| a.parse::<Ipv4Addr>().ok());
-                found.push((name, addrs));
-            }
+            sets.extend(out.resource_record_sets().iter().cloned());
             match (out.next_record_name(), out.next_record_type()) {
                 (Some(name), Some(kind)) if out.is_truncated() => {
                     let id = out.next_record_identifier().map(str::to_string);
@@ -417,8 +428,7 @@ impl Dns {
                 _ => break,
             }
         }
-        found.sort();
-        Ok(found)
+        Ok(sets)
     }
 
     /// The zone's associated VPCs as `(vpc id, region)`.
@@ -490,7 +500,7 @@ impl Dns {
 }
 
 /// `name` lowercase, trimmed, and without Route53's trailing dot.
-fn normalize(name: &str) -> String {
+pub(super) fn normalize(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -542,7 +552,7 @@ fn validate_records(
 }
 
 /// One batch of `changes`, which Route53 applies all or nothing.
-fn change_batch(
+pub(super) fn change_batch(
     changes: Vec<(ChangeAction, ResourceRecordSet)>,
     resource: &str,
 ) -> Result<ChangeBatch, AwsError> {
@@ -567,7 +577,11 @@ fn vpc(vpc_id: &str, region: &str) -> Vpc {
 
 /// A builder result; the builders only fail on a missing required field, which would be a bug
 /// here, reported as `Permanent` rather than a panic.
-fn built<T>(op: &str, resource: &str, result: Result<T, BuildError>) -> Result<T, AwsError> {
+pub(super) fn built<T>(
+    op: &str,
+    resource: &str,
+    result: Result<T, BuildError>,
+) -> Result<T, AwsError> {
     result.map_err(|e| AwsError::invalid(op, resource, format!("building the request: {e}")))
 }
 
