@@ -580,6 +580,59 @@ fn a_local_run_directory_and_hub_with_no_run_are_swept_and_an_owned_one_kept() {
     let _ = owned_hub.wait();
 }
 
+/// A relay whose QEMU is gone: the guest's connection was to a server that never closes, so
+/// the relay (`dbctl relay`, what QEMU spawns per guest connection) outlives its VM, its
+/// parent init by then. gc attributes it by the VM directory on its command line, lists it
+/// with the run's directory, and stops it; a live run's relay is kept.
+#[test]
+fn a_relay_that_outlived_its_vm_is_swept_with_its_run_and_a_live_runs_kept() {
+    let env = Env::new();
+    let owned = create(&env, "owned", &[]);
+    // The server: accepts and holds every connection, answering nothing.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    let relay = |run: &str| -> Child {
+        let vm = env.path(&format!("state/local/{run}/vms/node-1"));
+        std::fs::create_dir_all(&vm).unwrap();
+        env.command(&["relay", &target, "--for"], None)
+            .arg(&vm)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut leaked = relay("run-0rphan0");
+    let mut kept = relay(&owned);
+    // Both relays are connected (and blocked on the silent server) before gc looks.
+    let _held: Vec<std::net::TcpStream> = (0..2).map(|_| server.accept().unwrap().0).collect();
+
+    let dry = ok(&env, &["gc", "--dry-run", "--provider", "local"]);
+    assert_eq!(
+        actions(&dry),
+        [("sweep".into(), "run-0rphan0".into(), false)]
+    );
+    let resources = dry["actions"][0]["resources"].to_string();
+    let line = format!(
+        "process {} dbctl relay {target} --for {}",
+        leaked.id(),
+        env.path("state/local/run-0rphan0/vms/node-1").display()
+    );
+    assert!(resources.contains(&line), "{resources}");
+    assert!(alive(leaked.id()), "a dry run stops nothing");
+
+    let done = ok(&env, &["gc", "--provider", "local"]);
+    assert_eq!(
+        actions(&done),
+        [("sweep".into(), "run-0rphan0".into(), true)]
+    );
+    let _ = leaked.wait();
+    assert!(!env.path("state/local/run-0rphan0").exists());
+    assert!(alive(kept.id()), "the live run's relay was stopped");
+    let _ = kept.kill();
+    let _ = kept.wait();
+}
+
 /// A real VM left by a crashed create whose journal is then deleted: gc finds its QEMU, hub and
 /// directory, and removes them. Boots QEMU, so it is not part of the default run; it belongs
 /// with the VM tests (`local_e2e`), e.g. `cargo test --features testbed --test gc -- --ignored`.

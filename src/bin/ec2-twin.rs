@@ -62,7 +62,12 @@ enum Command {
     },
     /// Splices stdin/stdout to HOST:PORT (run by QEMU for a guest's package mirror).
     #[command(hide = true)]
-    Relay { target: String },
+    Relay {
+        target: String,
+        /// The VM directory it serves (names whose relay it is in `ps`)
+        #[arg(long = "for")]
+        vm_dir: Option<PathBuf>,
+    },
 }
 
 fn default_cache() -> PathBuf {
@@ -82,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cli = Cli::parse();
-    if let Command::Relay { target } = &cli.command {
+    if let Command::Relay { target, .. } = &cli.command {
         dbctl::provider::local::relay::run(target)
             .map_err(|e| anyhow::anyhow!("relay to {target}: {e}"))?;
         return Ok(());

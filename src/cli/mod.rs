@@ -152,12 +152,17 @@ pub enum Command {
     },
     /// Internal: splices stdin/stdout to HOST:PORT (run by QEMU for a guest's S3 connection)
     #[command(hide = true)]
-    Relay { target: String },
+    Relay {
+        target: String,
+        /// The VM directory it serves: read by `dbctl gc` from the command line, nothing else
+        #[arg(long = "for")]
+        vm_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Relay { target } = &cli.command {
+    if let Command::Relay { target, .. } = &cli.command {
         return crate::provider::local::relay::run(target)
             .map_err(|e| anyhow::anyhow!("relay to {target}: {e}").into());
     }

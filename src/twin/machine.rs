@@ -52,7 +52,7 @@ pub struct Machine {
 /// gateway): each through a relay on its management network, as the local provider's
 /// imported images do — `guestfwd` rules running `ec2-twin relay`, and the hosts lines that
 /// resolve the mirrors' names to the relays. dbctl's own image installs nothing: none.
-fn package_relays(image: &Image) -> Result<(Vec<String>, Vec<String>), String> {
+fn package_relays(image: &Image, vm_dir: &Path) -> Result<(Vec<String>, Vec<String>), String> {
     if !image.is_cloud() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -61,7 +61,9 @@ fn package_relays(image: &Image) -> Result<(Vec<String>, Vec<String>), String> {
     let relays = crate::provider::local::package_relays(&config);
     let rules = relays
         .iter()
-        .map(|r| crate::provider::local::relay::guestfwd_rule(&exe, &r.addr, r.port, r.entry))
+        .map(|r| {
+            crate::provider::local::relay::guestfwd_rule(&exe, &r.addr, r.port, r.entry, vm_dir)
+        })
         .collect();
     let hosts = relays
         .iter()
@@ -171,7 +173,7 @@ impl Machine {
         let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
             .map_err(|e| format!("network-config: {e}"))?;
         let hostname = format!("ip-{}", self.private_ip.replace('.', "-"));
-        let vendor_data = vendor_data(&package_relays(image)?.1);
+        let vendor_data = vendor_data(&package_relays(image, &vm.dir)?.1);
         seed::write_iso(
             &vm.seed(),
             user_data,
@@ -216,7 +218,7 @@ impl Machine {
             private_netmask: private_netmask(&self.private_ip),
             forward_addr: self.public_ip.as_deref().unwrap_or("127.0.0.1"),
             forwards: &forwards,
-            guest_forwards: &package_relays(image)?.0,
+            guest_forwards: &package_relays(image, &vm.dir)?.0,
             hub_socket: &socket,
         };
         let pid = qemu::start(&cfg, &vm)?;

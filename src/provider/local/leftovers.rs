@@ -4,7 +4,8 @@
 //!
 //! A process belongs to a run when its command line points into that run's directory (QEMU's
 //! pid file, disks and sockets; the hub's socket), resolved against the process' own working
-//! directory; a relay belongs to the run of the QEMU that spawned it. Processes of other state
+//! directory; a relay names the VM directory it serves (`--for`), and one started before it
+//! did belongs to the run of the QEMU that spawned it. Processes of other state
 //! directories (another journal, another user's dbctl) never match, nor does anything that
 //! merely mentions the path (a `tail -f` of a console log): only QEMU and dbctl's own helpers.
 
@@ -57,10 +58,13 @@ impl Proc {
                 .unwrap_or("");
             format!(" ({name})")
         } else {
+            // The helper and what says whose it is: the hub's socket, the relay's target and
+            // VM directory.
+            let words = if self.helper() == Some("relay") { 4 } else { 3 };
             self.argv
                 .iter()
                 .skip(1)
-                .take(3)
+                .take(words)
                 .map(|a| format!(" {a}"))
                 .collect()
         };
@@ -86,20 +90,23 @@ fn local_root(state_dir: &Path) -> PathBuf {
         .join("local")
 }
 
-/// Processes of runs under `root`: QEMU and hubs by their command line, relays by their parent.
+/// Processes of runs under `root`: QEMU, hubs and relays by their command line, relays without
+/// `--for` (started by an older dbctl) by their parent.
 fn owned_processes(root: &Path) -> Vec<(String, Proc)> {
     let all = processes();
     let mut owned: Vec<(String, Proc)> = Vec::new();
     let mut rest = Vec::new();
     for p in all {
-        let ours = p.is_qemu() || p.helper() == Some("local-hub");
+        // A relay outlives its QEMU when its server never closes: its parent is init by then
+        // (libslirp double-forks), so only its own command line can say whose it is.
+        let ours = p.is_qemu() || p.helper().is_some();
         match p.run_under(root).filter(|_| ours) {
             Some(run) => owned.push((run, p)),
             None => rest.push(p),
         }
     }
-    // QEMU runs a guestfwd command through `/bin/sh -c`, which may or may not exec it: the
-    // relay's parent or grandparent is its QEMU.
+    // A relay without `--for` (an older dbctl's): its parent or grandparent may still be its
+    // QEMU (while GLib's intermediate child lives, or under `/bin/sh -c`).
     let parent: std::collections::HashMap<u32, u32> =
         rest.iter().map(|p| (p.pid, p.ppid)).collect();
     let relays: Vec<(String, Proc)> = rest
@@ -225,6 +232,22 @@ mod tests {
             "/",
         );
         assert_eq!(other.run_under(root), None);
+        // A relay by the VM directory it names, whoever its parent is by now.
+        let relay = proc(
+            &[
+                "/usr/bin/dbctl",
+                "relay",
+                "127.0.0.1:9000",
+                "--for",
+                "/s/local/run-4/vms/node-1",
+            ],
+            "/",
+        );
+        assert_eq!(relay.run_under(root).as_deref(), Some("run-4"));
+        assert_eq!(
+            relay.describe(),
+            "process 1 dbctl relay 127.0.0.1:9000 --for /s/local/run-4/vms/node-1"
+        );
         assert_eq!(run_in(Path::new("/s/local/runs"), root), None);
         assert_eq!(run_in(Path::new("/s/local"), root), None);
     }

@@ -5,13 +5,36 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The QEMU `guestfwd` rule that runs `exe relay TARGET` for each connection the guest opens
-/// to `addr:port` (`exe`: dbctl, or the EC2 twin, both of which have the `relay` command).
-pub fn guestfwd_rule(exe: &std::path::Path, addr: &str, port: u16, target: &str) -> String {
-    format!("tcp:{addr}:{port}-cmd:'{}' relay {target}", exe.display())
+/// The QEMU `guestfwd` rule that runs `exe relay TARGET --for VM_DIR` for each connection the
+/// guest opens to `addr:port` (`exe`: dbctl, or the EC2 twin, both of which have the `relay`
+/// command).
+///
+/// `--for` names the VM directory the relay serves, for `dbctl gc` only: libslirp spawns the
+/// command with GLib's double fork, so a relay's parent is init, not its QEMU, and a relay
+/// left when its QEMU died (a server that never closes) could be told from nothing else.
+pub fn guestfwd_rule(exe: &Path, addr: &str, port: u16, target: &str, vm_dir: &Path) -> String {
+    format!(
+        "tcp:{addr}:{port}-cmd:'{}' relay {target} --for '{}'",
+        exe.display(),
+        vm_dir.display()
+    )
+}
+
+/// Stops the relays serving `vm_dir` (their `--for`), once its QEMU is gone: a relay whose
+/// server keeps the connection open would otherwise outlive the VM it served.
+pub async fn stop_for(vm_dir: &Path) {
+    let dir = vm_dir.display().to_string();
+    for p in super::process::processes() {
+        let serves = p.argv.get(1).is_some_and(|a| a == "relay")
+            && p.argv.windows(2).any(|w| w[0] == "--for" && w[1] == dir);
+        if serves {
+            super::process::stop(p.pid).await;
+        }
+    }
 }
 
 /// How long the guest may keep sending after the server has finished.
@@ -66,10 +89,11 @@ mod rule_tests {
             "10.0.2.101",
             80,
             "deb.debian.org:80",
+            std::path::Path::new("/s/local/run-1/node-1"),
         );
         assert_eq!(
             rule,
-            "tcp:10.0.2.101:80-cmd:'/usr/bin/dbctl' relay deb.debian.org:80"
+            "tcp:10.0.2.101:80-cmd:'/usr/bin/dbctl' relay deb.debian.org:80 --for '/s/local/run-1/node-1'"
         );
     }
 }

@@ -251,8 +251,9 @@ impl VmStep {
             crate::provider::local::process::self_exe().map_err(io_err("dbctl executable"))?;
         // The guest reaches each target's own port on a relay address (the target's name
         // resolves there in the guest), so TLS and Host headers carry the real name.
+        let vm_dir = self.vm().dir;
         let rule = |addr: &str, port: u16, target: &str| {
-            crate::provider::local::relay::guestfwd_rule(&exe, addr, port, target)
+            crate::provider::local::relay::guestfwd_rule(&exe, addr, port, target, &vm_dir)
         };
         let mut rules = Vec::new();
         let s = &self.env.register;
@@ -460,6 +461,7 @@ impl Step for VmStep {
     async fn rollback(&self, ctx: &StepCtx) -> Result<(), StepError> {
         let vm = self.vm();
         qemu::stop(&vm, &self.name()).await;
+        crate::provider::local::relay::stop_for(&vm.dir).await;
         if process::running(&vm.pid(), &self.name()).is_some() {
             return Err(StepError::Transient(format!(
                 "{}: VM still running",
