@@ -33,14 +33,25 @@ pub fn user_data(n: &NodeIdentity<'_>) -> Result<String, minijinja::Error> {
 }
 
 /// Renders the local VMs' network-config: static addresses on the NICs with these MACs.
+///
+/// `metadata`: the EC2 twin's metadata link, (MAC, the guest's address on it), where the
+/// instance metadata service answers (`twin::imds`); the local provider has none.
 pub fn network_config(
     mgmt_mac: &str,
     vpc_mac: &str,
     private_ip: &str,
+    metadata: Option<(&str, &str)>,
 ) -> Result<String, minijinja::Error> {
+    let (metadata_mac, metadata_guest) = metadata.unzip();
     render(
         NETWORK_CONFIG,
-        context! { mgmt_mac => mgmt_mac, vpc_mac => vpc_mac, private_ip => private_ip },
+        context! {
+            mgmt_mac => mgmt_mac,
+            vpc_mac => vpc_mac,
+            private_ip => private_ip,
+            metadata_mac => metadata_mac,
+            metadata_guest => metadata_guest,
+        },
     )
 }
 
@@ -91,7 +102,8 @@ mod tests {
 
     #[test]
     fn network_config_matches_both_nics_by_mac() {
-        let text = network_config("52:54:00:00:00:01", "52:54:00:77:00:01", "10.77.0.11").unwrap();
+        let text =
+            network_config("52:54:00:00:00:01", "52:54:00:77:00:01", "10.77.0.11", None).unwrap();
         // No YAML parser in the tree: check the exact lines cloud-init reads.
         for line in [
             "version: 2",
@@ -101,5 +113,17 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }
+        assert!(!text.contains("metadata"), "{text}");
+        // The twin's metadata link: a third NIC, its address only (no route: the link's own
+        // /24 holds 169.254.169.254).
+        let twin = network_config(
+            "52:54:00:00:00:01",
+            "52:54:00:77:00:01",
+            "10.77.0.11",
+            Some(("52:54:00:a9:fe:01", "169.254.169.15")),
+        )
+        .unwrap();
+        let metadata = "  metadata:\n    match:\n      macaddress: \"52:54:00:a9:fe:01\"\n    addresses: [169.254.169.15/24]\n";
+        assert!(twin.trim_end().ends_with(metadata.trim_end()), "{twin}");
     }
 }

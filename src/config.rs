@@ -279,6 +279,10 @@ pub struct AwsSection {
     /// With `vpc_id`: the subnets to use, one per zone (default: the VPC's, when each zone has
     /// only one).
     pub subnet_ids: Vec<String>,
+    /// An instance profile (name or ARN) the nodes are launched with: their role's temporary
+    /// credentials, from the instance metadata service, are how a node reaches AWS (S3
+    /// backups) with no operator key on it. Unset: none.
+    pub instance_profile: Option<String>,
     /// Internet gateway + public IPs (needed for dbctl to SSH in from outside the VPC).
     pub public: bool,
     /// How long the deploy stage waits for a node's host key and SSH before failing the run.
@@ -297,6 +301,7 @@ impl Default for AwsSection {
             vpc_cidr: "10.42.0.0/16".into(),
             vpc_id: None,
             subnet_ids: Vec::new(),
+            instance_profile: None,
             public: true,
             ssh_wait_secs: 600,
         }

@@ -460,6 +460,20 @@ async fn open_or_unreachable_network_settings_are_refused_before_anything_is_cre
             vec![],
             "aws.subnet_ids:",
         ),
+        // A role's ARN where the instance profile's belongs.
+        (
+            format!("{narrow}instance_profile = \"arn:aws:iam::123456789012:role/db\"\n"),
+            vec![],
+            "aws.instance_profile:",
+        ),
+        // Backups to S3 with no instance profile would need an operator key on the node.
+        (
+            format!(
+                "{narrow}[backup]\nrepo = \"s3\"\n[backup.s3]\nendpoint = \"s3.example.test\"\nbucket = \"b\"\n"
+            ),
+            vec![],
+            "aws.instance_profile:",
+        ),
     ];
     for (aws, flags, field) in cases {
         let env = Env::aws(&format!("[aws]\n{aws}"));
@@ -1062,4 +1076,56 @@ async fn an_existing_vpc_is_used_as_it_is_and_only_the_runs_own_resources_are_re
         Some(true),
         "the subnet's attributes are not dbctl's to change"
     );
+}
+
+/// `aws.instance_profile`: RunInstances names the platform team's profile, so the instance is
+/// associated with it (its role's credentials reach the node through IMDSv2; the twin test
+/// reads them there). On plain moto the run stops at deploy; its rollback leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_instance_is_launched_with_the_configured_instance_profile() {
+    let _moto = moto::session().await;
+    let endpoint = format!("http://127.0.0.1:{}", moto::server().port());
+    support::aws::instance_profile(&endpoint, "dbctl-node");
+    let env = Env::aws(
+        "[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\ninstance_profile = \"dbctl-node\"\n",
+    );
+    let out = env.run(&["create", "db", "--on-failure", "keep"], None);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let run = env.last_run();
+    let (_, st) = env.json(&["status", &run]);
+    let vm = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "provision.vm.primary")
+        .unwrap()["outputs"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
+    let assoc = ec2
+        .sdk()
+        .describe_iam_instance_profile_associations()
+        .send()
+        .await
+        .unwrap();
+    let of_vm: Vec<&str> = assoc
+        .iam_instance_profile_associations()
+        .iter()
+        .filter(|a| a.instance_id() == Some(vm.as_str()))
+        .filter_map(|a| a.iam_instance_profile().and_then(|p| p.arn()))
+        .collect();
+    assert_eq!(of_vm.len(), 1, "{assoc:?}");
+    assert!(
+        of_vm[0].ends_with(":instance-profile/dbctl-node"),
+        "{of_vm:?}"
+    );
+    let out = env.run(&["rollback", &run], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let left: Vec<_> = by_kind(&run)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -17,10 +17,12 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Instant;
 
+use support::aws::{instance_profile, query};
+use support::s3::S3;
 use support::{Env, stderr, stdout};
 use twin::{
-    CONFIG, PROBE, Twin, create, create_faulted, create_from, destroy_leaves_nothing, group_id,
-    psql, step_state, tunnel, twin_qemus, with_twin, with_twin_serving,
+    CONFIG, IMDS_PROBE, PROBE, Twin, create, create_faulted, create_from, destroy_leaves_nothing,
+    group_id, psql, step_state, tunnel, twin_qemus, with_twin, with_twin_s3, with_twin_serving,
 };
 
 /// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
@@ -36,7 +38,9 @@ use twin::{
 /// 4. register.dns put the instance's name in the network team's private zone (Route53,
 ///    through the twin to moto) with the private address;
 /// 5. destroy → no twin VM, nothing tagged with the run, no name left in the zone.
-async fn single_node(twin: &Twin) {
+const BUCKET: &str = "dbctl-twin-backups";
+
+async fn single_node(twin: &Twin, s3: &S3) {
     // The network team's private zone (dbctl never creates zones), on a VPC of its own.
     let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
         .await
@@ -71,8 +75,11 @@ async fn single_node(twin: &Twin) {
         .await
         .unwrap();
     let zone = dns.find_private_zone("dbctl.internal").await.unwrap();
+    // The platform team's instance profile the nodes are launched with (aws.instance_profile).
+    instance_profile(&twin.endpoint, "dbctl-node");
     let env = Env::aws(&format!(
-        "{CONFIG}[register]\nroute53_zone = \"dbctl.internal\"\n"
+        "{CONFIG}instance_profile = \"dbctl-node\"\n[register]\nroute53_zone = \"dbctl.internal\"\n{}",
+        s3.config(BUCKET)
     ));
     let started = Instant::now();
     let (out, run, status) = create(&env, twin, "tw", &[]);
@@ -202,6 +209,72 @@ async fn single_node(twin: &Twin) {
         "{}",
         stderr(&who)
     );
+
+    // The instance metadata service, from the node: IMDSv2 only, this instance's facts, and
+    // the instance profile's role credentials, which moto knows as that role's session.
+    let probe = aws_smithy_types::base64::encode(IMDS_PROBE);
+    let seen = env.run(
+        &[
+            "ssh",
+            "tw",
+            "--",
+            &format!("echo {probe} | base64 -d | python3"),
+        ],
+        None,
+    );
+    assert!(seen.status.success(), "IMDS probe: {}", stderr(&seen));
+    let imds: serde_json::Value = serde_json::from_str(stdout(&seen).trim())
+        .unwrap_or_else(|e| panic!("{e}: {}\n--- twin\n{}", stdout(&seen), twin.log()));
+    assert_eq!(imds["v1"], 401, "IMDSv1 refused: {imds}");
+    assert_eq!(imds["instance_id"], vm["instance_id"], "{imds}");
+    assert_eq!(imds["region"], "us-east-1", "{imds}");
+    assert_eq!(imds["zone"], vm["zone"], "{imds}");
+    assert_eq!(imds["role"], "dbctl-node", "{imds}");
+    let key = imds["credentials"]["AccessKeyId"]
+        .as_str()
+        .unwrap_or_default();
+    let caller = query(
+        &twin.endpoint,
+        "sts",
+        key,
+        &[("Action", "GetCallerIdentity")],
+    );
+    let session = format!(
+        "assumed-role/dbctl-node/{}",
+        vm["instance_id"].as_str().unwrap()
+    );
+    assert!(caller.contains(&session), "{key}: {caller}");
+
+    // pgBackRest on the node: to S3 with those credentials (key-type auto), no key of the
+    // operator's in its config; the first full backup and the archived WAL are in the bucket.
+    let conf = env.run(
+        &[
+            "ssh",
+            "tw",
+            "--",
+            "sudo grep -E '^repo1-s3-key' /etc/pgbackrest/pgbackrest.conf",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout(&conf).trim(),
+        "repo1-s3-key-type=auto",
+        "{}",
+        stderr(&conf)
+    );
+    let stanza = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "register.backups")
+        .unwrap()["outputs"]["stanza"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for kind in ["backup", "archive"] {
+        let keys = s3.keys(BUCKET, &format!("dbctl/{kind}/{stanza}/"));
+        assert!(!keys.is_empty(), "nothing under dbctl/{kind}/{stanza}/");
+    }
 
     // 3. Through the tunnel.
     let (doc, mut holder) = tunnel(&env, "tw", &[]);
@@ -540,7 +613,11 @@ async fn security_groups_on_the_twin_become_its_networks_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_single_node_on_the_twin_is_running_reached_through_ssh_and_destroyed_to_nothing() {
-    with_twin(single_node).await;
+    // Backups go to S3 (moto's, behind TLS), reached from the VM through the twin's relay,
+    // with the instance profile's credentials only.
+    let s3 = S3::start(BUCKET);
+    let endpoint = format!("{}:{}", support::s3::HOST, s3.port);
+    with_twin_s3(&endpoint, async |twin: &Twin| single_node(twin, &s3).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,6 +44,10 @@ enum Command {
         /// as a second AMI, written to DIR/ami-cloud; imported into the cache once.
         #[arg(long, env = "DBCTL_TWIN_CLOUD_IMAGE")]
         cloud_image: Option<PathBuf>,
+        /// An S3 endpoint NAME:PORT served on 127.0.0.1:PORT (moto's S3 behind TLS, say): the
+        /// VMs reach it by NAME through a relay, as EC2 instances reach S3 through their VPC.
+        #[arg(long, env = "DBCTL_TWIN_S3")]
+        s3: Option<String>,
     },
     /// Stop every VM and network of a twin's state directory and remove them.
     StopVms {
@@ -67,6 +71,16 @@ enum Command {
         /// The VM directory it serves (names whose relay it is in `ps`)
         #[arg(long = "for")]
         vm_dir: Option<PathBuf>,
+    },
+    /// Serves one guest connection to the instance metadata service (run by QEMU).
+    #[command(hide = true)]
+    Imds {
+        /// The instance's facts (`<state>/vms/<id>/imds.json`, 0600)
+        #[arg(long)]
+        facts: PathBuf,
+        /// The twin's token key (`<state>/imds.key`, 0600)
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -92,6 +106,11 @@ fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("relay to {target}: {e}"))?;
         return Ok(());
     }
+    if let Command::Imds { facts, key } = &cli.command {
+        dbctl::twin::imds::serve(facts, key)
+            .map_err(|e| anyhow::anyhow!("metadata service: {e}"))?;
+        return Ok(());
+    }
     if let Command::LocalHub {
         socket,
         pidfile,
@@ -110,15 +129,26 @@ fn main() -> anyhow::Result<()> {
                 state,
                 cache,
                 cloud_image,
+                s3,
             } => {
                 let cache = cache.unwrap_or_else(default_cache);
-                serve(&moto, listen, state, cache, cloud_image).await
+                let s3 = s3
+                    .map(|e| machine::S3Endpoint::parse(&e))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                serve(&moto, listen, state, cache, cloud_image, s3).await
             }
             Command::StopVms { state } => {
-                machine::stop_everything(&machine::Layout { root: state }, true).await;
+                let layout = machine::Layout {
+                    root: state,
+                    s3: None,
+                };
+                machine::stop_everything(&layout, true).await;
                 Ok(())
             }
-            Command::LocalHub { .. } | Command::Relay { .. } => unreachable!("handled above"),
+            Command::LocalHub { .. } | Command::Relay { .. } | Command::Imds { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }
@@ -129,12 +159,14 @@ async fn serve(
     state: PathBuf,
     cache: PathBuf,
     cloud_image: Option<PathBuf>,
+    s3: Option<machine::S3Endpoint>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         listen.ip().is_loopback(),
         "--listen must be a loopback address"
     );
     std::fs::create_dir_all(&state)?;
+    dbctl::twin::imds::ensure_key(&state.join("imds.key"))?;
     let image = image::current(&cache)?;
     let upstream = proxy::Upstream::new(moto).map_err(anyhow::Error::msg)?;
     let ami_id = ami::ensure(
@@ -166,6 +198,7 @@ async fn serve(
     }
     let layout = machine::Layout {
         root: state.clone(),
+        s3,
     };
     let block = dbctl::twin::loopback::Block::take()?;
     tracing::info!(block = %format!("127.{}.0.0/16", block.octet), "public addresses");

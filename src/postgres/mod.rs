@@ -67,6 +67,12 @@ pub trait NodeAccess: Send + Sync {
     fn s3_route(&self) -> Option<String> {
         None
     }
+    /// Whether the node has cloud credentials of its own (an instance profile, read from the
+    /// instance metadata service): then pgBackRest takes those, and no operator key is put on
+    /// the node.
+    fn instance_credentials(&self) -> bool {
+        false
+    }
     /// (name, address) pairs the node must resolve its package mirrors to when it reaches them
     /// only through relays (local VMs of imported cloud images); empty = reach them directly.
     fn package_routes(

@@ -112,6 +112,8 @@ pub async fn install_config(
     let s = &pg.register;
     let creds = match s.backup.repo {
         RepoKind::Node => None,
+        // The node's instance profile (pgBackRest reads it through IMDSv2): no key of ours.
+        RepoKind::S3 if pg.access.instance_credentials() => None,
         RepoKind::S3 => Some(
             s3_credentials().map_err(|why| StepError::Permanent(format!("backup.s3: {why}")))?,
         ),

@@ -9,7 +9,9 @@ pub const NODE_REPO_PATH: &str = "/pgdata/backups";
 /// Where the S3 endpoint's CA certificate is put on the node.
 pub const CA_PATH: &str = "/etc/pgbackrest/s3-ca.crt";
 
-/// Renders the config. `creds` is required for S3 (the file is 0600 postgres on the node).
+/// Renders the config. S3 with `creds`: those keys (the file is 0600 postgres on the node);
+/// without: the node's instance profile, read by pgBackRest from the instance metadata
+/// service (`repo1-s3-key-type=auto`; pgBackRest 2.45 speaks IMDSv2).
 pub fn render(
     s: &Settings,
     stanza: &str,
@@ -48,8 +50,11 @@ pub fn render(
             if b.s3.ca_file.is_some() {
                 c += &format!("repo1-storage-ca-file={CA_PATH}\n");
             }
-            if let Some(k) = creds {
-                c += &format!("repo1-s3-key={}\nrepo1-s3-key-secret={}\n", k.key, k.secret);
+            match creds {
+                Some(k) => {
+                    c += &format!("repo1-s3-key={}\nrepo1-s3-key-secret={}\n", k.key, k.secret)
+                }
+                None => c += "repo1-s3-key-type=auto\n",
             }
         }
     }
@@ -65,5 +70,43 @@ pub fn describe(s: &Settings) -> String {
             "s3://{}{} at {}",
             s.backup.s3.bucket, s.backup.s3.path, s.backup.s3.endpoint
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_settings() -> Settings {
+        let mut s = Settings {
+            dns_suffix: "dbctl.internal".into(),
+            hosts_file: "/h".into(),
+            file_sd_dir: "/f".into(),
+            route53_zone: None,
+            backup: Default::default(),
+        };
+        s.backup.repo = RepoKind::S3;
+        s.backup.s3.endpoint = "s3.us-east-1.amazonaws.com".into();
+        s.backup.s3.bucket = "backups".into();
+        s
+    }
+
+    #[test]
+    fn s3_keys_are_written_only_when_the_node_has_none_of_its_own() {
+        let s = s3_settings();
+        let keys = S3Credentials {
+            key: "AKIA1".into(),
+            secret: "secret".into(),
+        };
+        let with_keys = render(&s, "st", "/pgdata/15/main", Some(&keys), None);
+        assert!(with_keys.contains("repo1-s3-key=AKIA1\nrepo1-s3-key-secret=secret\n"));
+        assert!(!with_keys.contains("key-type"));
+        // The instance profile's credentials, from IMDS: no key in the file at all.
+        let own = render(&s, "st", "/pgdata/15/main", None, None);
+        assert!(own.contains("repo1-s3-key-type=auto\n"), "{own}");
+        assert!(
+            !own.contains("repo1-s3-key=") && !own.contains("secret"),
+            "{own}"
+        );
     }
 }

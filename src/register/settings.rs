@@ -67,8 +67,9 @@ impl Settings {
     }
 
     /// Checks what `create` needs before anything is made: a usable backup repository (and its
-    /// credentials) and a DNS suffix that yields valid names.
-    pub fn validate(&self) -> Result<(), ValidationError> {
+    /// credentials, unless `node_credentials`: the nodes have their own, an instance profile)
+    /// and a DNS suffix that yields valid names.
+    pub fn validate(&self, node_credentials: bool) -> Result<(), ValidationError> {
         let bad = |field: &str, why: &str| Err(ValidationError::new(field, why.to_string()));
         let suffix_ok = !self.dns_suffix.is_empty()
             && self.dns_suffix.split('.').all(|l| {
@@ -123,7 +124,7 @@ impl Settings {
                     &format!("{} is not a readable file", ca.display()),
                 );
             }
-            if let Err(why) = s3_credentials() {
+            if !node_credentials && let Err(why) = s3_credentials() {
                 return bad("backup.s3", &why);
             }
         }

@@ -37,7 +37,13 @@ pub async fn after(fleet: &Fleet, query: &Query, status: StatusCode, body: Strin
                     .and_then(|b| aws_smithy_types::base64::decode(b).ok())
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                fleet.launched(&user_data, &xml::instances(&body)).await;
+                // The instance profile, as the request names it (moto's response may not).
+                let profile = query
+                    .get("IamInstanceProfile.Name")
+                    .or_else(|| query.get("IamInstanceProfile.Arn"));
+                fleet
+                    .launched(&user_data, profile, &xml::instances(&body))
+                    .await;
             }
             "DescribeInstances" => fleet.learn(&xml::instances(&body)).await,
             "GetConsoleOutput" => {

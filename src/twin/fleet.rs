@@ -12,6 +12,7 @@ use super::proxy::Upstream;
 use super::security;
 use super::volume;
 use super::xml::InstanceFacts;
+use super::{imds, profile};
 use crate::provider::local::image::Image;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -96,8 +97,14 @@ impl Fleet {
     }
 
     /// RunInstances went through: boots a VM for every new instance of the twin AMI, behind
-    /// its groups (the policies and its forwards are in place before it starts).
-    pub async fn launched(&self, user_data: &str, instances: &[InstanceFacts]) {
+    /// its groups (the policies and its forwards are in place before it starts), with its
+    /// metadata service serving `profile`'s credentials when the request named one.
+    pub async fn launched(
+        &self,
+        user_data: &str,
+        profile: Option<&str>,
+        instances: &[InstanceFacts],
+    ) {
         let mut state = self.state.lock().await;
         let mut new = Vec::new();
         for facts in instances {
@@ -130,13 +137,14 @@ impl Fleet {
                 volumes: Vec::new(),
                 forwarded: Vec::new(),
             };
-            new.push(machine.instance_id.clone());
+            let metadata = self.metadata(&machine, facts, profile).await;
+            new.push((machine.instance_id.clone(), metadata));
             state.machines.insert(machine.instance_id.clone(), machine);
         }
         self.enforce_locked(&mut state).await;
-        for id in new {
+        for (id, metadata) in new {
             let machine = &state.machines[&id];
-            match machine.create(&self.layout, self.image_of(machine), user_data) {
+            match machine.create(&self.layout, self.image_of(machine), user_data, &metadata) {
                 Ok(pid) => tracing::info!(
                     instance = machine.instance_id,
                     pid,
@@ -148,6 +156,36 @@ impl Fleet {
             }
         }
         self.save(&state);
+    }
+
+    /// What the instance's metadata service serves; without the profile's credentials (and a
+    /// logged error) when moto cannot produce them.
+    async fn metadata(
+        &self,
+        machine: &Machine,
+        facts: &InstanceFacts,
+        profile: Option<&str>,
+    ) -> imds::Facts {
+        let profile = match profile {
+            None => None,
+            Some(p) => match profile::credentials(&self.upstream, p, &machine.instance_id).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(instance = machine.instance_id, "instance profile: {e}");
+                    None
+                }
+            },
+        };
+        imds::Facts {
+            instance_id: machine.instance_id.clone(),
+            instance_type: facts.instance_type.clone().unwrap_or_default(),
+            ami_id: machine.ami.clone(),
+            region: super::proxy::REGION.to_string(),
+            zone: facts.zone.clone().unwrap_or_default(),
+            private_ip: machine.private_ip.clone(),
+            public_ip: machine.public_ip.clone(),
+            profile,
+        }
     }
 
     /// Groups or memberships may have changed: every VPC's policy and every machine's forwards

@@ -48,36 +48,42 @@ pub struct Machine {
     pub forwarded: Vec<u16>,
 }
 
-/// How a stock cloud image's VM reaches its package mirrors (on EC2: through the internet
-/// gateway): each through a relay on its management network, as the local provider's
-/// imported images do — `guestfwd` rules running `ec2-twin relay`, and the hosts lines that
-/// resolve the mirrors' names to the relays. dbctl's own image installs nothing: none.
-fn package_relays(image: &Image, vm_dir: &Path) -> Result<(Vec<String>, Vec<String>), String> {
-    if !image.is_cloud() {
-        return Ok((Vec::new(), Vec::new()));
-    }
+/// What a VM reaches outside (on EC2: through the internet gateway or a VPC endpoint), each
+/// through a relay on its management network, as the local provider's VMs do: `guestfwd`
+/// rules running `ec2-twin relay`, and the hosts lines that resolve the names to the relays.
+/// A stock cloud image's package mirrors (dbctl's own image installs nothing), and the S3
+/// endpoint when the twin serves one.
+fn relays(
+    image: &Image,
+    layout: &Layout,
+    vm_dir: &Path,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let exe = process::self_exe().map_err(|e| format!("twin executable: {e}"))?;
-    let config = crate::config::LocalSection::default();
-    let relays = crate::provider::local::package_relays(&config);
-    let rules = relays
-        .iter()
-        .map(|r| {
-            crate::provider::local::relay::guestfwd_rule(&exe, &r.addr, r.port, r.entry, vm_dir)
-        })
-        .collect();
-    let hosts = relays
-        .iter()
-        .map(|r| format!("{} {}", r.addr, r.host))
-        .collect();
+    let rule = |addr: &str, port: u16, target: &str| {
+        crate::provider::local::relay::guestfwd_rule(&exe, addr, port, target, vm_dir)
+    };
+    let (mut rules, mut hosts) = (Vec::new(), Vec::new());
+    if image.is_cloud() {
+        let config = crate::config::LocalSection::default();
+        for r in crate::provider::local::package_relays(&config) {
+            rules.push(rule(&r.addr, r.port, r.entry));
+            hosts.push(format!("{} {}", r.addr, r.host));
+        }
+    }
+    if let Some(s3) = &layout.s3 {
+        let addr = crate::provider::local::S3_RELAY_ADDR;
+        rules.push(rule(addr, s3.port, &format!("127.0.0.1:{}", s3.port)));
+        hosts.push(format!("{addr} {}", s3.host));
+    }
     Ok((rules, hosts))
 }
 
-/// The platform's vendor-data: the EBS naming, and `hosts` lines (the package relays) added
+/// The platform's vendor-data: the EBS naming, and `hosts` lines (the relays: package mirrors, S3) added
 /// to /etc/hosts once.
 fn vendor_data(hosts: &[String]) -> String {
     let mut v = super::volume::VENDOR_DATA.to_string();
     if !hosts.is_empty() {
-        v.push_str("  - |\n    grep -q '# ec2-twin package relays' /etc/hosts || cat >> /etc/hosts <<'HOSTS'\n    # ec2-twin package relays\n");
+        v.push_str("  - |\n    grep -q '# ec2-twin relays' /etc/hosts || cat >> /etc/hosts <<'HOSTS'\n    # ec2-twin relays\n");
         for h in hosts {
             v.push_str(&format!("    {h}\n"));
         }
@@ -86,10 +92,32 @@ fn vendor_data(hosts: &[String]) -> String {
     v
 }
 
-/// Where the twin keeps its machines and networks.
+/// Where the twin keeps its machines and networks, and what outside them its VMs reach.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
+    /// The S3 endpoint its VMs reach through a relay (`ec2-twin serve --s3`), if any.
+    pub s3: Option<S3Endpoint>,
+}
+
+/// An S3 endpoint on this host: the name the VMs use (its TLS certificate's) and the port it
+/// serves on 127.0.0.1, the only address the twin ever relays to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl S3Endpoint {
+    /// `NAME:PORT`.
+    pub fn parse(s: &str) -> Result<S3Endpoint, String> {
+        crate::provider::local::package_host(s)
+            .map(|(host, port)| S3Endpoint {
+                host: host.to_string(),
+                port,
+            })
+            .ok_or_else(|| format!("--s3 {s:?}: expected NAME:PORT (e.g. s3.dbctl.test:9443)"))
+    }
 }
 
 impl Layout {
@@ -106,6 +134,14 @@ impl Layout {
     }
     pub fn hub_pid(&self, vpc_id: &str) -> PathBuf {
         self.vpc(vpc_id).join("hub.pid")
+    }
+    /// What an instance's metadata service serves (`twin::imds`; 0600).
+    pub fn imds_facts(&self, instance_id: &str) -> PathBuf {
+        self.vm(instance_id).dir.join("imds.json")
+    }
+    /// The key the metadata services sign their session tokens with (0600).
+    pub fn imds_key(&self) -> PathBuf {
+        self.root.join("imds.key")
     }
     /// The VPC's security groups as its hub enforces them (`twin::security`).
     pub fn policy(&self, vpc_id: &str) -> PathBuf {
@@ -151,10 +187,37 @@ impl Machine {
         process_name(&self.instance_id)
     }
 
-    /// Creates the VM's disks and seed and boots it.
-    pub fn create(&self, layout: &Layout, image: &Image, user_data: &str) -> Result<u32, String> {
+    /// The VM's metadata link: 169.254.169.254:80 runs `ec2-twin imds` for each connection.
+    fn metadata_link(&self, layout: &Layout) -> Result<qemu::Metadata, String> {
+        let exe = process::self_exe().map_err(|e| format!("twin executable: {e}"))?;
+        Ok(qemu::Metadata {
+            net: super::imds::NET.to_string(),
+            guest: super::imds::GUEST.to_string(),
+            netmask: "255.255.255.0".to_string(),
+            guest_forward: format!(
+                "tcp:{}:80-cmd:'{}' imds --facts '{}' --key '{}'",
+                super::imds::ADDR,
+                exe.display(),
+                layout.imds_facts(&self.instance_id).display(),
+                layout.imds_key().display()
+            ),
+        })
+    }
+
+    /// Creates the VM's disks, seed and metadata and boots it.
+    pub fn create(
+        &self,
+        layout: &Layout,
+        image: &Image,
+        user_data: &str,
+        metadata: &super::imds::Facts,
+    ) -> Result<u32, String> {
         let vm = layout.vm(&self.instance_id);
         std::fs::create_dir_all(&vm.dir).map_err(|e| format!("{}: {e}", vm.dir.display()))?;
+        // 0600: the instance profile's credentials are in it.
+        let facts = serde_json::to_vec_pretty(metadata).expect("facts serialize");
+        crate::atomic_file::write(&layout.imds_facts(&self.instance_id), &facts, 0o600)
+            .map_err(|e| format!("metadata: {e}"))?;
         let record = serde_json::to_string_pretty(self).expect("machine serializes");
         std::fs::write(vm.dir.join("machine.json"), record).map_err(|e| e.to_string())?;
         let (base, overlay) = (image.base(), vm.overlay());
@@ -170,10 +233,16 @@ impl Machine {
             overlay.as_os_str(),
         ])?;
         let (mgmt_mac, vpc_mac) = qemu::macs(self.index);
-        let network = crate::cloud_init::network_config(&mgmt_mac, &vpc_mac, &self.private_ip)
-            .map_err(|e| format!("network-config: {e}"))?;
+        let metadata_mac = qemu::metadata_mac(self.index);
+        let network = crate::cloud_init::network_config(
+            &mgmt_mac,
+            &vpc_mac,
+            &self.private_ip,
+            Some((&metadata_mac, super::imds::GUEST)),
+        )
+        .map_err(|e| format!("network-config: {e}"))?;
         let hostname = format!("ip-{}", self.private_ip.replace('.', "-"));
-        let vendor_data = vendor_data(&package_relays(image, &vm.dir)?.1);
+        let vendor_data = vendor_data(&relays(image, layout, &vm.dir)?.1);
         seed::write_iso(
             &vm.seed(),
             user_data,
@@ -207,6 +276,7 @@ impl Machine {
         } else {
             Vec::new()
         };
+        let link = self.metadata_link(layout)?;
         let cfg = VmConfig {
             name: &self.name(),
             image,
@@ -218,8 +288,9 @@ impl Machine {
             private_netmask: private_netmask(&self.private_ip),
             forward_addr: self.public_ip.as_deref().unwrap_or("127.0.0.1"),
             forwards: &forwards,
-            guest_forwards: &package_relays(image, &vm.dir)?.0,
+            guest_forwards: &relays(image, layout, &vm.dir)?.0,
             hub_socket: &socket,
+            metadata: Some(&link),
         };
         let pid = qemu::start(&cfg, &vm)?;
         Ok(pid)

@@ -8,15 +8,18 @@
 //! request's user-data; Stop/Start/Reboot/TerminateInstances act on the VMs; GetConsoleOutput
 //! returns the VM's serial console; security groups are enforced on the VPC networks and the
 //! public addresses ([`security`]); Create/Attach/Detach/DeleteVolume hot-plug NVMe disks
-//! named as EBS names them ([`volume`]). Public addresses are loopback ones ([`loopback`]): the twin
+//! named as EBS names them ([`volume`]); each VM reaches an IMDSv2 at 169.254.169.254 that
+//! serves its instance profile's credentials ([`imds`], [`profile`]). Public addresses are loopback ones ([`loopback`]): the twin
 //! writes them into every response in place of moto's inventions, and QEMU forwards the
 //! instance's ports from them. Requests and responses are EC2's query protocol ([`query`],
 //! [`xml`]).
 pub mod actions;
 pub mod ami;
 pub mod fleet;
+pub mod imds;
 pub mod loopback;
 pub mod machine;
+pub mod profile;
 pub mod proxy;
 pub mod query;
 pub mod security;

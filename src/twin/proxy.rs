@@ -59,13 +59,25 @@ impl Upstream {
 
     /// One EC2 query call straight to moto; the response body on HTTP 200.
     pub async fn call(&self, params: &[(&str, &str)]) -> Result<String, String> {
+        self.call_service("ec2", "2016-11-15", params).await
+    }
+
+    /// One query-protocol call of `service` (ec2, iam, sts) at API `version` to moto, which
+    /// routes it by the service in the credential scope.
+    pub async fn call_service(
+        &self,
+        service: &str,
+        version: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, String> {
         let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("Version", "2016-11-15")
+            .append_pair("Version", version)
             .extend_pairs(params)
             .finish();
+        let authorization = AUTHORIZATION.replace("/ec2/", &format!("/{service}/"));
         let req = Request::post(self.url("/"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .header("authorization", AUTHORIZATION)
+            .header("authorization", authorization)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = self

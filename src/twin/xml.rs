@@ -13,6 +13,9 @@ pub struct InstanceFacts {
     pub public_ip: Option<String>,
     pub vpc_id: Option<String>,
     pub state: Option<String>,
+    pub instance_type: Option<String>,
+    /// `placement/availabilityZone`.
+    pub zone: Option<String>,
 }
 
 /// Every instance of an `instancesSet` (RunInstances: one set; DescribeInstances: one per
@@ -54,6 +57,10 @@ pub fn instances(xml: &str) -> Vec<InstanceFacts> {
                     (2, Some("privateIpAddress")) => facts.private_ip = Some(value),
                     (2, Some("ipAddress")) => facts.public_ip = Some(value),
                     (2, Some("vpcId")) => facts.vpc_id = Some(value),
+                    (2, Some("instanceType")) => facts.instance_type = Some(value),
+                    (3, Some("availabilityZone")) if stack[stack.len() - 2] == "placement" => {
+                        facts.zone = Some(value)
+                    }
                     (3, Some("name")) if stack[stack.len() - 2] == "instanceState" => {
                         facts.state = Some(value)
                     }
@@ -100,7 +107,7 @@ mod tests {
 
     // Shaped like moto's RunInstances response: the interface's own addresses come first.
     const RUN: &str = r#"<?xml version="1.0" encoding="utf-8"?>
-<RunInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><instancesSet><item><networkInterfaceSet><item><association><publicIp>54.1.2.3</publicIp></association><privateIpAddress>10.1.2.3</privateIpAddress><vpcId>vpc-1</vpcId></item></networkInterfaceSet><instanceId>i-abc</instanceId><imageId>ami-1</imageId><instanceState><code>0</code><name>pending</name></instanceState><vpcId>vpc-1</vpcId><privateIpAddress>10.1.2.3</privateIpAddress><ipAddress>54.1.2.3</ipAddress></item><item><instanceId>i-def</instanceId><groupSet/></item></instancesSet></RunInstancesResponse>"#;
+<RunInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><instancesSet><item><networkInterfaceSet><item><association><publicIp>54.1.2.3</publicIp></association><privateIpAddress>10.1.2.3</privateIpAddress><vpcId>vpc-1</vpcId></item></networkInterfaceSet><instanceId>i-abc</instanceId><imageId>ami-1</imageId><instanceState><code>0</code><name>pending</name></instanceState><vpcId>vpc-1</vpcId><privateIpAddress>10.1.2.3</privateIpAddress><ipAddress>54.1.2.3</ipAddress><instanceType>t3.micro</instanceType><placement><availabilityZone>us-east-1a</availabilityZone><tenancy>default</tenancy></placement></item><item><instanceId>i-def</instanceId><groupSet/></item></instancesSet></RunInstancesResponse>"#;
 
     #[test]
     fn reads_each_instances_own_fields() {
@@ -115,6 +122,8 @@ mod tests {
                 public_ip: Some("54.1.2.3".into()),
                 vpc_id: Some("vpc-1".into()),
                 state: Some("pending".into()),
+                instance_type: Some("t3.micro".into()),
+                zone: Some("us-east-1a".into()),
             }
         );
         assert_eq!(all[1].instance_id, "i-def");

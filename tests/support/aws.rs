@@ -45,3 +45,69 @@ pub unsafe fn point_sdk_at(endpoint: &str) {
         std::env::remove_var("AWS_PROFILE");
     }
 }
+
+/// One query-protocol call of `service` (iam, sts) to moto (or the twin in front of it) as access key
+/// `key`: moto without authorization takes the caller from the credential scope and checks
+/// no signature. The response body; panics unless HTTP 200.
+pub fn query(endpoint: &str, service: &str, key: &str, params: &[(&str, &str)]) -> String {
+    use std::io::{Read, Write};
+    let version = if service == "sts" {
+        "2011-06-15"
+    } else {
+        "2010-05-08"
+    };
+    let encode = |v: &str| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut form = format!("Version={version}");
+    for (k, v) in params {
+        form += &format!("&{k}={}", encode(v));
+    }
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect the twin");
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{service} {params:?}: {resp}"
+    );
+    resp
+}
+
+/// Role `name` with an instance profile of the same name, in moto's IAM (what the account's
+/// platform team would have made for `aws.instance_profile`).
+pub fn instance_profile(endpoint: &str, name: &str) {
+    const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let iam = |p: &[(&str, &str)]| query(endpoint, "iam", "testing", p);
+    iam(&[
+        ("Action", "CreateRole"),
+        ("RoleName", name),
+        ("AssumeRolePolicyDocument", TRUST),
+    ]);
+    iam(&[
+        ("Action", "CreateInstanceProfile"),
+        ("InstanceProfileName", name),
+    ]);
+    iam(&[
+        ("Action", "AddRoleToInstanceProfile"),
+        ("InstanceProfileName", name),
+        ("RoleName", name),
+    ]);
+}

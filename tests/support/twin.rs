@@ -41,6 +41,12 @@ impl Twin {
 
     /// A twin that also serves `cloud_image` (a stock cloud image) as a second AMI.
     pub fn start_with(cloud_image: Option<&Path>) -> Twin {
+        Twin::start_full(cloud_image, None)
+    }
+
+    /// A twin serving `cloud_image` as a second AMI, and S3 endpoint `s3` (`NAME:PORT`, on
+    /// 127.0.0.1) to its VMs, when given.
+    pub fn start_full(cloud_image: Option<&Path>, s3: Option<&str>) -> Twin {
         let mut moto = spawn_dying_with_us(
             Command::new("moto_server")
                 .args(["-H", "127.0.0.1", "-p", "0"])
@@ -75,6 +81,10 @@ impl Twin {
             .stderr(std::fs::File::create(state.path().join("twin.log")).unwrap());
         if let Some(image) = cloud_image {
             serve.arg("--cloud-image").arg(image);
+        }
+        serve.env_remove("DBCTL_TWIN_S3");
+        if let Some(endpoint) = s3 {
+            serve.args(["--s3", endpoint]);
         }
         let twin = spawn_dying_with_us(&mut serve);
         // A cloud image is imported (checksummed, converted) the first time.
@@ -245,6 +255,27 @@ pub async fn destroy_leaves_nothing(env: &Env, twin: &Twin, name: &str, run: &st
 
 pub const CONFIG: &str = "[aws]\nssh_cidr = \"127.0.0.1/32\"\nssh_wait_secs = 300\n";
 
+/// What a program on the node sees of the instance metadata service (IMDSv2), as JSON:
+/// `v1` (the status of a GET without a token), and with a token the instance id, region,
+/// zone, role and the role's credentials. Python's urllib, since the image has no curl.
+pub const IMDS_PROBE: &str = r#"import json, urllib.request as u
+B = "http://169.254.169.254/latest"
+def call(path, method="GET", headers={}):
+    try:
+        with u.urlopen(u.Request(B + path, method=method, headers=headers), timeout=20) as r:
+            return r.status, r.read().decode()
+    except u.HTTPError as e:
+        return e.code, ""
+v1 = call("/meta-data/instance-id")[0]
+token = call("/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})[1]
+h = {"X-aws-ec2-metadata-token": token}
+get = lambda p: call("/meta-data/" + p, headers=h)[1]
+role = get("iam/security-credentials/")
+print(json.dumps({"v1": v1, "instance_id": get("instance-id"), "region": get("placement/region"),
+    "zone": get("placement/availability-zone"), "role": role,
+    "credentials": json.loads(get("iam/security-credentials/" + role) or "{}")}))
+"#;
+
 /// `dbctl connect NAME --tunnel --passfile --output json` in the background: its document
 /// (read as soon as it is printed) and the process holding the tunnel.
 // The child is returned to the caller, which ends and waits for it.
@@ -308,8 +339,21 @@ pub async fn with_twin(case: impl AsyncFnOnce(&Twin)) {
 
 /// [`with_twin`] of a twin that serves `cloud_image` as a second AMI too.
 pub async fn with_twin_serving(cloud_image: Option<&Path>, case: impl AsyncFnOnce(&Twin)) {
+    with_twin_full(cloud_image, None, case).await;
+}
+
+/// [`with_twin`] of a twin whose VMs reach the S3 endpoint `s3` (`NAME:PORT` on 127.0.0.1).
+pub async fn with_twin_s3(s3: &str, case: impl AsyncFnOnce(&Twin)) {
+    with_twin_full(None, Some(s3), case).await;
+}
+
+async fn with_twin_full(
+    cloud_image: Option<&Path>,
+    s3: Option<&str>,
+    case: impl AsyncFnOnce(&Twin),
+) {
     let _serial = SERIAL.lock().await;
-    let twin = Twin::start_with(cloud_image);
+    let twin = Twin::start_full(cloud_image, s3);
     // SAFETY: set while SERIAL is held, before this test builds an SDK client; no other test
     // of this binary runs meanwhile. The SDK must never probe the instance metadata service.
     unsafe {

@@ -136,6 +136,10 @@ pub async fn connect_node(
 
 #[async_trait]
 impl NodeAccess for AwsAccess {
+    fn instance_credentials(&self) -> bool {
+        self.env.settings.instance_profile.is_some()
+    }
+
     async fn session(&self, ctx: &StepCtx, node: &str) -> Result<Arc<SshSession>, StepError> {
         let vm = vm(ctx, node)?;
         let mut all = sessions().lock().await;

@@ -22,6 +22,8 @@ pub struct AwsSettings {
     pub vpc_id: Option<String>,
     /// With `vpc_id`: its subnets to use, one per zone (empty: the VPC's own, one per zone).
     pub subnet_ids: Vec<String>,
+    /// The instance profile (name or ARN) RunInstances names (`instance_profile`).
+    pub instance_profile: Option<String>,
     /// Give the subnets an internet gateway route and instances a public IP.
     pub public: bool,
 }
@@ -37,6 +39,7 @@ impl Default for AwsSettings {
             vpc_cidr: "10.42.0.0/16".to_string(),
             vpc_id: None,
             subnet_ids: Vec::new(),
+            instance_profile: None,
             public: true,
         }
     }

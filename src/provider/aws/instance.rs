@@ -213,6 +213,9 @@ impl Ec2 {
         if let Some(data) = &req.user_data {
             call = call.user_data(aws_smithy_types::base64::encode(data.as_bytes()));
         }
+        if let Some(profile) = &self.settings.instance_profile {
+            call = call.iam_instance_profile(super::instance_profile::specification(profile));
+        }
         let out = call.send().await.map_err(fail("RunInstances", label))?;
         let id = out
             .instances()

@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod existing_vpc;
+pub mod instance_profile;
 // Fault injection for tests; compiled in everywhere (its unit tests run in every build) but
 // armed only with the `faults` feature (client.rs).
 #[cfg_attr(not(feature = "faults"), allow(dead_code))]

@@ -135,7 +135,9 @@ impl Provider for Aws {
     }
 
     fn preflight(&self, spec: &InstanceSpec) -> Result<(), ValidationError> {
-        super::ingress::check(&self.config, spec)
+        super::ingress::check(&self.config, spec)?;
+        let s3_backups = self.register.backup.repo == crate::config::RepoKind::S3;
+        super::instance_profile::check(&self.config, s3_backups)
     }
 
     async fn preflight_online(

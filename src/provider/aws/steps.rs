@@ -59,6 +59,7 @@ impl AwsEnv {
             vpc_cidr: config.vpc_cidr.clone(),
             vpc_id: config.vpc_id.clone(),
             subnet_ids: config.subnet_ids.clone(),
+            instance_profile: config.instance_profile.clone(),
             public: config.public,
         };
         AwsEnv {

@@ -32,6 +32,18 @@ pub struct VmConfig<'a> {
     /// `guestfwd` rules: the only connections the guest may open outwards.
     pub guest_forwards: &'a [String],
     pub hub_socket: &'a Path,
+    /// The EC2 twin's metadata link: a third NIC on a user-mode network of its own whose only
+    /// reachable address is the instance metadata service, this `guestfwd` rule (`twin::imds`).
+    /// The local provider: none.
+    pub metadata: Option<&'a Metadata>,
+}
+
+/// A metadata link: its network, the guest's address there, and the service's guestfwd rule.
+pub struct Metadata {
+    pub net: String,
+    pub guest: String,
+    pub netmask: String,
+    pub guest_forward: String,
 }
 
 fn kernel_append(cfg: &VmConfig<'_>) -> String {
@@ -42,8 +54,12 @@ fn kernel_append(cfg: &VmConfig<'_>) -> String {
          mitigations=off no_timer_check systemd.show_status=false network-config=disabled \
          systemd.mask=cloud-init-local.service systemd.mask=cloud-config.service \
          systemd.mask=cloud-final.service ip=10.0.2.15::10.0.2.2:255.255.255.0::ens5:off \
-         ip={}:::{}::ens6:off",
-        cfg.private_ip, cfg.private_netmask
+         ip={}:::{}::ens6:off{}",
+        cfg.private_ip,
+        cfg.private_netmask,
+        cfg.metadata
+            .map(|m| format!(" ip={}:::{}::ens8:off", m.guest, m.netmask))
+            .unwrap_or_default()
     )
 }
 
@@ -54,6 +70,11 @@ pub fn macs(index: u8) -> (String, String) {
         format!("52:54:00:00:00:{index:02x}"),
         format!("52:54:00:77:00:{index:02x}"),
     )
+}
+
+/// The MAC address of a VM's metadata NIC (the EC2 twin's; ens8).
+pub fn metadata_mac(index: u8) -> String {
+    format!("52:54:00:a9:fe:{index:02x}")
 }
 
 /// The QEMU command line. PCI addresses are pinned so device names are stable (root vda, seed
@@ -127,8 +148,21 @@ pub fn command(cfg: &VmConfig<'_>, p: &VmPaths) -> Command {
         ))
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=vpc,mac={vpc_mac},addr=0x6"))
-        .args(["-device", "virtio-rng-pci,addr=0x7"])
-        .arg("-serial")
+        .args(["-device", "virtio-rng-pci,addr=0x7"]);
+    if let Some(m) = cfg.metadata {
+        c.arg("-netdev")
+            .arg(format!(
+                "user,id=metadata,restrict=on,net={},guestfwd={}",
+                m.net,
+                m.guest_forward.replace(',', ",,")
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=metadata,mac={},addr=0x8",
+                metadata_mac(cfg.index)
+            ));
+    }
+    c.arg("-serial")
         .arg(format!("file:{}", p.console().display()))
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", p.qmp().display()))

@@ -191,7 +191,7 @@ impl VmStep {
         let instance_id = format!("{}-{}-g{}", self.run_id, self.node, ctx.generation);
         let index = node_index(&self.node);
         let (mgmt_mac, vpc_mac) = qemu::macs(index);
-        let network = cloud_init::network_config(&mgmt_mac, &vpc_mac, &ip)
+        let network = cloud_init::network_config(&mgmt_mac, &vpc_mac, &ip, None)
             .map_err(|e| StepError::Permanent(format!("network-config template: {e}")))?;
         seed::write_iso(
             &vm.seed(),
@@ -225,6 +225,7 @@ impl VmStep {
             forwards: &forwards,
             guest_forwards: &guest_forwards,
             hub_socket: &self.paths.hub_socket(),
+            metadata: None,
         };
         qemu::start(&cfg, &vm).map_err(|e| {
             // A port taken since it was picked: no QEMU runs on these ports, so the retry may
