@@ -149,6 +149,22 @@ fn outputs<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no step {name}: {st:#}"))["outputs"]
 }
 
+/// `dbctl create -f SPEC EXTRA…` with every RunInstances in `zone` refused for capacity, as
+/// EC2 refuses for as long as a zone is short.
+fn short_of_capacity(env: &Env, spec: &str, zone: &str, extra: &[&str]) -> std::process::Output {
+    let path = env.path("spec.toml");
+    std::fs::write(&path, spec).unwrap();
+    let mut args = vec!["create", "-f", path.to_str().unwrap()];
+    args.extend(extra);
+    env.command(&args, None)
+        .env(
+            "DBCTL_AWS_FAULTS",
+            format!("RunInstances@{zone}=capacity*1000"),
+        )
+        .output()
+        .unwrap()
+}
+
 /// InsufficientInstanceCapacity in the planned zone (every attempt there, as EC2 says it for
 /// as long as the zone is short): the node is launched in another zone the spec allows, with a
 /// subnet of the run's network there, and the data disk is made in that zone too (it could
@@ -158,26 +174,12 @@ fn outputs<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 async fn no_capacity_in_the_planned_zone_moves_the_node_and_its_disk_to_another() {
     let _moto = moto::session().await;
     let env = aws_env();
-    let spec = env.path("db.toml");
-    std::fs::write(
-        &spec,
+    let out = short_of_capacity(
+        &env,
         "name = \"db\"\nzones = [\"us-east-1a\", \"us-east-1c\"]\n",
-    )
-    .unwrap();
-    let out = env
-        .command(
-            &[
-                "create",
-                "-f",
-                spec.to_str().unwrap(),
-                "--on-failure",
-                "keep",
-            ],
-            None,
-        )
-        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1a=capacity*1000")
-        .output()
-        .unwrap();
+        "us-east-1a",
+        &["--on-failure", "keep"],
+    );
     assert_eq!(
         out.status.code(),
         Some(5),
@@ -223,12 +225,12 @@ async fn no_capacity_in_the_planned_zone_moves_the_node_and_its_disk_to_another(
 
     // The only zone the spec allows has no capacity: the step fails naming it (after the
     // saga's retries, which try the zone again), and the failed run rolls back to nothing.
-    std::fs::write(&spec, "name = \"one\"\nzones = [\"us-east-1a\"]\n").unwrap();
-    let out = env
-        .command(&["create", "-f", spec.to_str().unwrap()], None)
-        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1a=capacity*1000")
-        .output()
-        .unwrap();
+    let out = short_of_capacity(
+        &env,
+        "name = \"one\"\nzones = [\"us-east-1a\"]\n",
+        "us-east-1a",
+        &[],
+    );
     let err = stderr(&out);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(
@@ -248,27 +250,13 @@ async fn a_moved_ha_node_goes_to_a_zone_of_its_own() {
     // Long enough a wait for a host key that every node's provisioning ends (the move takes
     // a few more calls) before the first deploy step fails the run.
     let env = Env::aws("[aws]\nssh_wait_secs = 20\nssh_cidr = \"203.0.113.0/24\"\n");
-    let spec = env.path("ha.toml");
-    std::fs::write(
-        &spec,
+    let out = short_of_capacity(
+        &env,
         "name = \"ha\"\nha = true\n\
          zones = [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\", \"us-east-1d\"]\n",
-    )
-    .unwrap();
-    let out = env
-        .command(
-            &[
-                "create",
-                "-f",
-                spec.to_str().unwrap(),
-                "--on-failure",
-                "keep",
-            ],
-            None,
-        )
-        .env("DBCTL_AWS_FAULTS", "RunInstances@us-east-1b=capacity*1000")
-        .output()
-        .unwrap();
+        "us-east-1b",
+        &["--on-failure", "keep"],
+    );
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let run = env.last_run();
     let (_, st) = env.json(&["status", &run]);
@@ -572,15 +560,7 @@ async fn a_gone_node_fails_at_once_instead_of_waiting_out_ssh_wait() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let run = env.last_run();
     let (_, st) = env.json(&["status", &run]);
-    let iid = st["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "provision.vm.primary")
-        .unwrap()["outputs"]["instance_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let iid = support::aws::instance_id(&st, "primary");
     let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
     ec2.sdk()
         .terminate_instances()
@@ -753,32 +733,7 @@ async fn gc_removes_the_route53_names_a_lost_run_published_and_nobody_elses() {
     let _moto = moto::session().await;
     let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
     let dns = Dns::connect(&AwsSettings::default()).await.unwrap();
-    let vpc = ec2
-        .sdk()
-        .create_vpc()
-        .cidr_block("10.200.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    dns.sdk()
-        .create_hosted_zone()
-        .name("dbctl.internal")
-        .caller_reference("network-team")
-        .hosted_zone_config(
-            aws_sdk_route53::types::HostedZoneConfig::builder()
-                .private_zone(true)
-                .build(),
-        )
-        .vpc(
-            aws_sdk_route53::types::Vpc::builder()
-                .vpc_id(vpc.vpc().unwrap().vpc_id().unwrap())
-                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let zone = dns.find_private_zone("dbctl.internal").await.unwrap();
+    let (zone, _) = support::aws::team_zone(&ec2, &dns, "dbctl.internal").await;
     let config = "[aws]\nssh_wait_secs = 2\nssh_cidr = \"203.0.113.0/24\"\n\
                   [register]\nroute53_zone = \"dbctl.internal\"\n";
     let env = Env::aws(config);
@@ -1093,15 +1048,7 @@ async fn the_instance_is_launched_with_the_configured_instance_profile() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let run = env.last_run();
     let (_, st) = env.json(&["status", &run]);
-    let vm = st["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "provision.vm.primary")
-        .unwrap()["outputs"]["instance_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vm = support::aws::instance_id(&st, "primary");
     let ec2 = Ec2::connect(&AwsSettings::default()).await.unwrap();
     let assoc = ec2
         .sdk()

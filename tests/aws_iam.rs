@@ -14,9 +14,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use support::{Env, moto, stderr};
 
 /// Requests moto serves unauthenticated after each reset: enough for the IAM setup below; the
@@ -32,59 +29,21 @@ struct Keys {
 /// One IAM query-API call, made while moto does not authenticate yet (the signature is not
 /// checked then; the credential scope only tells moto the service). Returns the response body.
 fn iam(port: u16, params: &[(&str, &str)]) -> String {
-    let mut form = String::from("Version=2010-05-08");
-    for (k, v) in params {
-        form.push('&');
-        form.push_str(k);
-        form.push('=');
-        form.push_str(&urlencode(v));
-    }
-    let resp = post(port, &form);
-    assert!(
-        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
-        "IAM {params:?}: {resp}"
-    );
-    resp
+    support::aws::query(&format!("http://127.0.0.1:{port}"), "iam", "setup", params)
 }
 
 /// Spends moto's remaining unauthenticated requests (a harmless ListUsers each) until one is
 /// refused for its made-up key: from then on every request is authenticated.
 fn end_of_no_auth(port: u16) {
     for _ in 0..=NO_AUTH_CALLS {
-        if !post(port, "Action=ListUsers&Version=2010-05-08").contains("<ListUsersResponse") {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let listed =
+            support::aws::post_query(&endpoint, "iam", "setup", &[("Action", "ListUsers")]);
+        if !listed.contains("<ListUsersResponse") {
             return;
         }
     }
     panic!("moto never started authenticating");
-}
-
-/// `POST /` of the IAM query `form` with a made-up key: moto's response, whole.
-fn post(port: u16, form: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect moto");
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=setup/20261207/us-east-1/iam/aws4_request, \
-         SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
-}
-
-fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {

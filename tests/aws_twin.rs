@@ -25,21 +25,22 @@ use twin::{
     group_id, psql, step_state, tunnel, twin_qemus, with_twin, with_twin_s3, with_twin_serving,
 };
 
-/// One twin, one VM, the default config (5432 open to the VPC only, as on EC2):
+/// One twin, one VM, the default config (5432 open to the VPC only, as on EC2) with the
+/// platform team's instance profile and backups to S3 (moto's, reached through the twin):
 ///
 /// 1. create → RUNNING: setup's readiness check connects to the node's private address through
 ///    its SSH session (issue 13 §3), so nothing but SSH is opened to the operator;
 /// 2. the public address on 5432 refuses the host (the group opens 5432 to the VPC only, and
 ///    the twin enforces it), so the URI `dbctl connect` prints is for the VPC; the SSH rule
-///    revoked closes port 22, authorized again opens it; `dbctl ssh` logs in verified;
+///    revoked closes port 22, authorized again opens it; `dbctl ssh` logs in verified; on the
+///    node, IMDSv2 (v1 refused) serves the instance's facts and its role's credentials, which
+///    moto knows as that role's session, and pgBackRest backs up to S3 with them alone;
 /// 3. `dbctl connect --tunnel` holds a forward through SSH and prints a URI for it: psql over
 ///    verified TLS (the certificate checked against the node's private address); SIGTERM
 ///    closes it; `dbctl connect --psql` goes through a tunnel of its own;
 /// 4. register.dns put the instance's name in the network team's private zone (Route53,
 ///    through the twin to moto) with the private address;
 /// 5. destroy → no twin VM, nothing tagged with the run, no name left in the zone.
-const BUCKET: &str = "dbctl-twin-backups";
-
 async fn single_node(twin: &Twin, s3: &S3) {
     // The network team's private zone (dbctl never creates zones), on a VPC of its own.
     let ec2 = dbctl::provider::aws::Ec2::connect(&Default::default())
@@ -48,33 +49,7 @@ async fn single_node(twin: &Twin, s3: &S3) {
     let dns = dbctl::provider::aws::Dns::connect(&Default::default())
         .await
         .unwrap();
-    let team_vpc = ec2
-        .sdk()
-        .create_vpc()
-        .cidr_block("10.200.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let team_vpc = team_vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    dns.sdk()
-        .create_hosted_zone()
-        .name("dbctl.internal")
-        .caller_reference("network-team")
-        .hosted_zone_config(
-            aws_sdk_route53::types::HostedZoneConfig::builder()
-                .private_zone(true)
-                .build(),
-        )
-        .vpc(
-            aws_sdk_route53::types::Vpc::builder()
-                .vpc_id(&team_vpc)
-                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let zone = dns.find_private_zone("dbctl.internal").await.unwrap();
+    let (zone, _) = support::aws::team_zone(&ec2, &dns, "dbctl.internal").await;
     // The platform team's instance profile the nodes are launched with (aws.instance_profile).
     instance_profile(&twin.endpoint, "dbctl-node");
     let env = Env::aws(&format!(
@@ -610,6 +585,8 @@ async fn genericcloud_ami(twin: &Twin) {
 async fn security_groups_on_the_twin_become_its_networks_policy() {
     with_twin(groups_become_the_networks_policy).await;
 }
+
+const BUCKET: &str = "dbctl-twin-backups";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_single_node_on_the_twin_is_running_reached_through_ssh_and_destroyed_to_nothing() {

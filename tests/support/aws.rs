@@ -46,32 +46,22 @@ pub unsafe fn point_sdk_at(endpoint: &str) {
     }
 }
 
-/// One query-protocol call of `service` (iam, sts) to moto (or the twin in front of it) as access key
-/// `key`: moto without authorization takes the caller from the credential scope and checks
-/// no signature. The response body; panics unless HTTP 200.
-pub fn query(endpoint: &str, service: &str, key: &str, params: &[(&str, &str)]) -> String {
+/// One query-protocol call of `service` (iam, sts) to moto (or the twin in front of it) as
+/// access key `key`: moto without authorization takes the caller from the credential scope
+/// and checks no signature. The whole response, whatever its status.
+pub fn post_query(endpoint: &str, service: &str, key: &str, params: &[(&str, &str)]) -> String {
     use std::io::{Read, Write};
     let version = if service == "sts" {
         "2011-06-15"
     } else {
         "2010-05-08"
     };
-    let encode = |v: &str| -> String {
-        v.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
     let mut form = format!("Version={version}");
     for (k, v) in params {
-        form += &format!("&{k}={}", encode(v));
+        form += &format!("&{k}={}", urlencode(v));
     }
     let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect the twin");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect moto");
     write!(
         s,
         "POST / HTTP/1.1\r\nHost: {addr}\r\n\
@@ -84,11 +74,29 @@ pub fn query(endpoint: &str, service: &str, key: &str, params: &[(&str, &str)]) 
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+/// [`post_query`] that must succeed: the response, after its HTTP 200.
+pub fn query(endpoint: &str, service: &str, key: &str, params: &[(&str, &str)]) -> String {
+    let resp = post_query(endpoint, service, key, params);
     assert!(
-        resp.starts_with("HTTP/1.1 200"),
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
         "{service} {params:?}: {resp}"
     );
     resp
+}
+
+/// Form encoding of a query parameter's value (RFC 3986 unreserved characters kept).
+pub fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Role `name` with an instance profile of the same name, in moto's IAM (what the account's
@@ -110,4 +118,51 @@ pub fn instance_profile(endpoint: &str, name: &str) {
         ("InstanceProfileName", name),
         ("RoleName", name),
     ]);
+}
+
+/// The network team's private hosted zone `name` on a VPC of the team's (dbctl never creates
+/// zones): the zone, as dbctl finds it, and that VPC's id.
+pub async fn team_zone(
+    ec2: &Ec2,
+    dns: &dbctl::provider::aws::Dns,
+    name: &str,
+) -> (dbctl::provider::aws::route53::ZoneId, String) {
+    let vpc = ec2
+        .sdk()
+        .create_vpc()
+        .cidr_block("10.200.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    dns.sdk()
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference("network-team")
+        .hosted_zone_config(
+            aws_sdk_route53::types::HostedZoneConfig::builder()
+                .private_zone(true)
+                .build(),
+        )
+        .vpc(
+            aws_sdk_route53::types::Vpc::builder()
+                .vpc_id(&vpc)
+                .vpc_region(aws_sdk_route53::types::VpcRegion::UsEast1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (dns.find_private_zone(name).await.unwrap(), vpc)
+}
+
+/// The EC2 instance id of `node`, from a run's `dbctl status` document.
+pub fn instance_id(status: &serde_json::Value, node: &str) -> String {
+    let step = format!("provision.vm.{node}");
+    status["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == step.as_str()))
+        .and_then(|s| s["outputs"]["instance_id"].as_str())
+        .unwrap_or_else(|| panic!("no instance of {node} in {status}"))
+        .to_string()
 }

@@ -15,7 +15,6 @@ use super::Ec2;
 use super::config::Cidr;
 use super::error::{AwsError, fail};
 use super::network::{NetworkOut, SubnetOut, subnet_out};
-use super::tags::filter;
 
 /// The existing VPC's subnets dbctl may use: at most one per zone, in zone order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,17 +176,6 @@ impl Ec2 {
             vpc_cidr: vpc_cidr.to_string(),
             subnets,
         })
-    }
-
-    async fn route_tables_of(&self, vpc_id: &str) -> Result<Vec<RouteTable>, AwsError> {
-        let out = self
-            .client
-            .describe_route_tables()
-            .filters(filter("vpc-id", &[vpc_id]))
-            .send()
-            .await
-            .map_err(fail("DescribeRouteTables", vpc_id))?;
-        Ok(out.route_tables().to_vec())
     }
 }
 

@@ -301,13 +301,7 @@ impl Dns {
             }
             changes.push((ChangeAction::Upsert, built(OP, &resource, set.build())?));
         }
-        self.client
-            .change_resource_record_sets()
-            .hosted_zone_id(zone.as_str())
-            .change_batch(change_batch(changes, &resource)?)
-            .send()
-            .await
-            .map_err(error::fail(OP, &resource))?;
+        self.apply(zone, changes, &resource).await?;
         let names: Vec<&str> = sets.iter().map(|(n, _)| n.as_str()).collect();
         tracing::info!(zone = %zone, ?names, "upserted A records");
         Ok(())
@@ -552,7 +546,26 @@ fn validate_records(
 }
 
 /// One batch of `changes`, which Route53 applies all or nothing.
-pub(super) fn change_batch(
+impl Dns {
+    /// Sends `changes` to `zone` as one batch (Route53 applies all of it or none).
+    pub(super) async fn apply(
+        &self,
+        zone: &ZoneId,
+        changes: Vec<(ChangeAction, ResourceRecordSet)>,
+        resource: &str,
+    ) -> Result<(), AwsError> {
+        self.client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone.as_str())
+            .change_batch(change_batch(changes, resource)?)
+            .send()
+            .await
+            .map_err(error::fail("ChangeResourceRecordSets", resource))?;
+        Ok(())
+    }
+}
+
+fn change_batch(
     changes: Vec<(ChangeAction, ResourceRecordSet)>,
     resource: &str,
 ) -> Result<ChangeBatch, AwsError> {

@@ -10,8 +10,8 @@
 
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
 
-use super::error::{self, AwsError};
-use super::route53::{Dns, ZoneId, built, change_batch, normalize};
+use super::error::AwsError;
+use super::route53::{Dns, ZoneId, built, normalize};
 
 const OWNER: &str = "dbctl-owner=";
 const RUN: &str = "dbctl-run=";
@@ -86,20 +86,12 @@ impl Dns {
         if changes.is_empty() {
             return Ok(());
         }
-        self.sdk()
-            .change_resource_record_sets()
-            .hosted_zone_id(zone.as_str())
-            .change_batch(change_batch(changes, &resource)?)
-            .send()
-            .await
-            .map_err(error::fail(OP, &resource))?;
-        Ok(())
+        self.apply(zone, changes, &resource).await
     }
 
     /// Deletes the ownership TXT records of `names` that exist (a name without one is
     /// skipped), with their current values, in one batch; returns how many.
     pub async fn release(&self, zone: &ZoneId, names: &[String]) -> Result<usize, AwsError> {
-        const OP: &str = "ChangeResourceRecordSets";
         let resource = format!("ownership records in hosted zone {zone}");
         let wanted: Vec<String> = names.iter().map(|n| normalize(n)).collect();
         let changes: Vec<(ChangeAction, ResourceRecordSet)> = self
@@ -113,13 +105,7 @@ impl Dns {
         if count == 0 {
             return Ok(0);
         }
-        self.sdk()
-            .change_resource_record_sets()
-            .hosted_zone_id(zone.as_str())
-            .change_batch(change_batch(changes, &resource)?)
-            .send()
-            .await
-            .map_err(error::fail(OP, &resource))?;
+        self.apply(zone, changes, &resource).await?;
         Ok(count)
     }
 

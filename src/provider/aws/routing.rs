@@ -217,17 +217,23 @@ impl Ec2 {
         Ok(())
     }
 
-    /// Deletes the run-tagged route tables and gateways inside `vpc_id` (the VPC's main route
-    /// table goes with the VPC itself).
-    pub(crate) async fn delete_routes_of_vpc(&self, vpc_id: &str) -> Result<(), AwsError> {
-        let tables = self
+    /// Every route table of `vpc_id`.
+    pub(crate) async fn route_tables_of(&self, vpc_id: &str) -> Result<Vec<RouteTable>, AwsError> {
+        let out = self
             .client
             .describe_route_tables()
             .filters(filter("vpc-id", &[vpc_id]))
             .send()
             .await
             .map_err(fail("DescribeRouteTables", vpc_id))?;
-        for t in tables.route_tables().iter().filter(|t| !is_main(t)) {
+        Ok(out.route_tables().to_vec())
+    }
+
+    /// Deletes the run-tagged route tables and gateways inside `vpc_id` (the VPC's main route
+    /// table goes with the VPC itself).
+    pub(crate) async fn delete_routes_of_vpc(&self, vpc_id: &str) -> Result<(), AwsError> {
+        let tables = self.route_tables_of(vpc_id).await?;
+        for t in tables.iter().filter(|t| !is_main(t)) {
             self.delete_route_table(t.route_table_id().unwrap_or_default())
                 .await?;
         }
