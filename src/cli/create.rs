@@ -136,11 +136,9 @@ pub async fn create_spec(
 ) -> Result<(), CliError> {
     // Everything that can reject the request happens before the journal is opened, so bad
     // input leaves no trace.
-    // On aws with an instance profile the nodes bring their own S3 credentials (IMDSv2): no
-    // operator key is needed, nor put on a node.
-    let node_credentials = spec.provider == "aws" && app.config.aws.instance_profile.is_some();
-    crate::register::Settings::new(&app.config, &app.state_dir()).validate(node_credentials)?;
     let provider = app.provider(&spec.provider)?;
+    crate::register::Settings::new(&app.config, &app.state_dir())
+        .validate(provider.node_credentials())?;
     provider.preflight(&spec)?;
     let online = provider.preflight_online(&spec, false).await;
     if let Some(failed) = online.failures() {

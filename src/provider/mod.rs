@@ -89,6 +89,12 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// Whether its nodes bring cloud credentials of their own (aws: an instance profile), so
+    /// S3 backups need no operator key and none is put on a node.
+    fn node_credentials(&self) -> bool {
+        false
+    }
+
     /// Turns inputs that name files on this machine into something the journal can keep (local:
     /// an image file given to `--image` is imported into the image cache and the spec then
     /// names the import). Runs after the preflight checks passed, before admission.

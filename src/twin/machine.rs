@@ -78,8 +78,8 @@ fn relays(
     Ok((rules, hosts))
 }
 
-/// The platform's vendor-data: the EBS naming, and `hosts` lines (the relays: package mirrors, S3) added
-/// to /etc/hosts once.
+/// The platform's vendor-data: the EBS naming, and `hosts` lines (the relays: package mirrors,
+/// S3) added to /etc/hosts once.
 fn vendor_data(hosts: &[String]) -> String {
     let mut v = super::volume::VENDOR_DATA.to_string();
     if !hosts.is_empty() {

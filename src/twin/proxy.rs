@@ -20,12 +20,18 @@ use tokio::net::TcpListener;
 use super::fleet::Fleet;
 use super::query::Query;
 
-/// moto routes a request by the service named in its credential scope; it checks no signature
-/// (unless run with authorization on, which the twin does not do yet).
 /// The one region the twin serves (its AMI is registered there; moto keeps regions apart).
 pub const REGION: &str = "us-east-1";
 
-const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0";
+/// The twin's own calls' Authorization header: moto routes a request by the service named in
+/// its credential scope and checks no signature (unless run with authorization on, which the
+/// twin does not do yet).
+fn authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    )
+}
 
 /// moto's endpoint and a pooled client for it.
 #[derive(Clone)]
@@ -74,10 +80,9 @@ impl Upstream {
             .append_pair("Version", version)
             .extend_pairs(params)
             .finish();
-        let authorization = AUTHORIZATION.replace("/ec2/", &format!("/{service}/"));
         let req = Request::post(self.url("/"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .header("authorization", authorization)
+            .header("authorization", authorization(service))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = self

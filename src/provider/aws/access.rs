@@ -238,7 +238,7 @@ impl NodeAccess for AwsAccess {
             // Whether this run made the association (the undo removes only that one).
             "associated": association == super::route53::Association::Added,
             "region": region,
-            "names": records.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "names": names,
         })))
     }
 

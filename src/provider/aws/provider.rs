@@ -134,6 +134,10 @@ impl Provider for Aws {
         .collect()
     }
 
+    fn node_credentials(&self) -> bool {
+        self.config.instance_profile.is_some()
+    }
+
     fn preflight(&self, spec: &InstanceSpec) -> Result<(), ValidationError> {
         super::ingress::check(&self.config, spec)?;
         let s3_backups = self.register.backup.repo == crate::config::RepoKind::S3;

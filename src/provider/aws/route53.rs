@@ -390,6 +390,23 @@ impl Dns {
         Ok(found)
     }
 
+    /// Sends `changes` to `zone` as one batch (Route53 applies all of it or none).
+    pub(super) async fn apply(
+        &self,
+        zone: &ZoneId,
+        changes: Vec<(ChangeAction, ResourceRecordSet)>,
+        resource: &str,
+    ) -> Result<(), AwsError> {
+        self.client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone.as_str())
+            .change_batch(change_batch(changes, resource)?)
+            .send()
+            .await
+            .map_err(error::fail("ChangeResourceRecordSets", resource))?;
+        Ok(())
+    }
+
     /// Every record set of `zone`, all pages.
     pub(super) async fn record_sets(
         &self,
@@ -546,25 +563,6 @@ fn validate_records(
 }
 
 /// One batch of `changes`, which Route53 applies all or nothing.
-impl Dns {
-    /// Sends `changes` to `zone` as one batch (Route53 applies all of it or none).
-    pub(super) async fn apply(
-        &self,
-        zone: &ZoneId,
-        changes: Vec<(ChangeAction, ResourceRecordSet)>,
-        resource: &str,
-    ) -> Result<(), AwsError> {
-        self.client
-            .change_resource_record_sets()
-            .hosted_zone_id(zone.as_str())
-            .change_batch(change_batch(changes, resource)?)
-            .send()
-            .await
-            .map_err(error::fail("ChangeResourceRecordSets", resource))?;
-        Ok(())
-    }
-}
-
 fn change_batch(
     changes: Vec<(ChangeAction, ResourceRecordSet)>,
     resource: &str,

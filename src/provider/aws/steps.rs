@@ -170,8 +170,8 @@ impl AwsStep {
             .map_err(step_err)?;
         if self.env.settings.vpc_id.is_some() {
             // The account's VPC: only zones where it has a subnet dbctl may use.
-            let existing = ec2.existing_network().await.map_err(step_err)?;
-            offered.retain(|z| existing.zones().contains(z));
+            let usable = ec2.existing_network().await.map_err(step_err)?.zones();
+            offered.retain(|z| usable.contains(z));
         }
         // Anti-affinity: no zone planned for a sibling, nor one a sibling moved to.
         let mut placed = self.zones.clone();
